@@ -1,0 +1,54 @@
+"""Numbers derived from the tidy tables: how fast the gradient decays with lag.
+
+`python -m study.analysis RESULTS_DIR` prints, for every run at training step 0, the ratio
+||dL/dh_0|| / ||dL/dh_{T-1}|| of batch medians and the mean decay per step that it implies.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+
+from study.results import load_runs, load_table
+
+
+def decay_ratio(flow: pd.DataFrame, step: int = 0, state: str = "h", stat: str = "median"):
+    """Per run: value at the first position over value at the last, and the per-step factor
+    ratio ** (1 / (T-1)) (a geometric-mean decay rate; < 1 means vanishing)."""
+    f = flow[(flow.step == step) & (flow.state == state) & (flow.stat == stat)]
+    f = f[f.quantity == "grad_norm"]
+    rows = []
+    for (path, ident), g in f.groupby(["path", "run_id"], sort=False):
+        g = g.sort_values("position")
+        first, last, T = g.value.iloc[0], g.value.iloc[-1], len(g)
+        ratio = first / last
+        rows.append(
+            {
+                "path": path,
+                "run_id": ident,
+                "T": T,
+                f"|dL/d{state}_0|": first,
+                f"|dL/d{state}_T-1|": last,
+                "ratio": ratio,
+                "per_step": ratio ** (1 / (T - 1)) if ratio > 0 else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", help="a results directory, e.g. results/init_ratio")
+    parser.add_argument("--step", type=int, default=0, help="training step (default 0: init)")
+    args = parser.parse_args(argv)
+    runs = load_runs(args.results)
+    table = decay_ratio(load_table(args.results, "grad_flow", runs), step=args.step)
+    table = table.merge(runs[["path", "cell"]], on="path").drop(columns="path")
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
+        print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

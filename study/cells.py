@@ -1,0 +1,142 @@
+"""The three recurrences, written from their equations: vanilla RNN, LSTM and GRU.
+
+Each cell owns only its recurrence. Parameters carry torch.nn's single-layer names and shapes
+(`weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`, gate blocks stacked in torch's order),
+so a cell loads the `state_dict` of `torch.nn.RNN/LSTM/GRU(num_layers=1)` and vice versa.
+
+The input half of every gate, W_ih x_t + b_ih, does not depend on the state, so `project_inputs`
+computes it for all time steps in one matmul; `step` does only the recurrent part. A state is a
+tuple of tensors (h,) or (h, c); `step` also returns the gate activations so that probes can
+read them without re-running the cell.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class Cell(nn.Module):
+    """What every cell shares: the input projection, the zero initial state, the default init."""
+
+    n_gates: int  # how many H-sized blocks the weights stack (1 RNN, 4 LSTM, 3 GRU)
+    state_names: tuple[str, ...] = ("h",)
+    gate_names: tuple[str, ...] = ()
+    kind: str
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        G = self.n_gates * hidden_size
+        self.weight_ih_l0 = nn.Parameter(torch.empty(G, input_size))
+        self.weight_hh_l0 = nn.Parameter(torch.empty(G, hidden_size))
+        self.bias_ih_l0 = nn.Parameter(torch.empty(G))
+        self.bias_hh_l0 = nn.Parameter(torch.empty(G))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default for all recurrent layers: every entry ~ U(-1/sqrt(H), 1/sqrt(H))."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def project_inputs(self, x: Tensor) -> Tensor:
+        """W_ih x_t + b_ih for every step at once: (B, T, I) -> (B, T, n_gates*H)."""
+        B, T, I = x.shape
+        # addmm with a contiguous transposed weight: F.linear's backward is very slow on CPU
+        # when the input has only a couple of features (see shared/notes/cpu-performance.md).
+        gx = torch.addmm(self.bias_ih_l0, x.reshape(B * T, I), self.weight_ih_l0.t().contiguous())
+        return gx.view(B, T, -1)
+
+    def initial_state(self, batch_size: int) -> tuple[Tensor, ...]:
+        w = self.weight_hh_l0
+        return tuple(w.new_zeros(batch_size, self.hidden_size) for _ in self.state_names)
+
+    def n_params(self) -> int:
+        """Parameters the recurrence actually uses (what `match_params` counts)."""
+        return sum(p.numel() for p in self.parameters())
+
+
+class RNNCell(Cell):
+    """Elman RNN:  h_t = phi(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),  phi = tanh or relu."""
+
+    n_gates, kind = 1, "rnn"
+
+    def __init__(self, input_size: int, hidden_size: int, nonlinearity: str = "tanh"):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"model.nonlinearity={nonlinearity!r} is invalid: allowed tanh, relu")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size)
+
+    def step(self, gx: Tensor, state: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], dict]:
+        (h,) = state
+        a = torch.addmm(gx + self.bias_hh_l0, h, self.weight_hh_l0.t())
+        h = torch.tanh(a) if self.nonlinearity == "tanh" else torch.relu(a)
+        return (h,), {}
+
+
+class LSTMCell(Cell):
+    """LSTM (Hochreiter & Schmidhuber 1997; forget gate of Gers et al. 2000), torch's gate order.
+
+        i = sigmoid(.)   input gate        c_t = f * c_{t-1} + i * g    <- the linear memory path:
+        f = sigmoid(.)   forget gate                                       dc_t/dc_{t-1} = diag(f)
+        g = tanh(.)      cell candidate    h_t = o * tanh(c_t)
+        o = sigmoid(.)   output gate
+
+    With `forget_gate=False` f is fixed to 1 (the 1997 LSTM, the "constant error carousel"):
+    dc_t/dc_{t-1} = I along the cell path. The f block of the weights then exists (so torch.nn
+    state_dicts still load) but is unused, and `n_params` does not count it.
+    """
+
+    n_gates, kind = 4, "lstm"
+    state_names = ("h", "c")
+    gate_names = ("i", "f", "o")
+
+    def __init__(self, input_size: int, hidden_size: int, forget_gate: bool = True):
+        self.forget_gate = forget_gate
+        super().__init__(input_size, hidden_size)
+
+    def step(self, gx: Tensor, state: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], dict]:
+        h, c = state
+        a = torch.addmm(gx + self.bias_hh_l0, h, self.weight_hh_l0.t())
+        a_i, a_f, a_g, a_o = a.chunk(4, dim=1)
+        i, g, o = torch.sigmoid(a_i), torch.tanh(a_g), torch.sigmoid(a_o)
+        f = torch.sigmoid(a_f) if self.forget_gate else torch.ones_like(c)
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        return (h, c), {"i": i, "f": f, "o": o}
+
+    def n_params(self) -> int:
+        n = super().n_params()
+        if not self.forget_gate:  # one of the four blocks of each weight and bias is never used
+            n -= sum(p.numel() for p in self.parameters()) // 4
+        return n
+
+
+class GRUCell(Cell):
+    """GRU (Cho et al. 2014) in torch's convention, gate order r, z, n.
+
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)        reset gate
+    z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)        update gate
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))     candidate (b_hn sits inside the product)
+    h_t = (1 - z) * n + z * h_{t-1}                   <- the direct path: dh_t/dh_{t-1} ∋ diag(z)
+    """
+
+    n_gates, kind = 3, "gru"
+    gate_names = ("r", "z")
+
+    def step(self, gx: Tensor, state: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], dict]:
+        (h,) = state
+        gh = torch.addmm(self.bias_hh_l0, h, self.weight_hh_l0.t())
+        x_r, x_z, x_n = gx.chunk(3, dim=1)
+        h_r, h_z, h_n = gh.chunk(3, dim=1)
+        r = torch.sigmoid(x_r + h_r)
+        z = torch.sigmoid(x_z + h_z)
+        n = torch.tanh(x_n + r * h_n)
+        h = (1 - z) * n + z * h
+        return (h,), {"r": r, "z": z}
+
+
+CELLS: dict[str, type[Cell]] = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}

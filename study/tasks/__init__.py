@@ -1,0 +1,1 @@
+"""Long-lag synthetic tasks behind one interface (study.tasks.base.Task)."""

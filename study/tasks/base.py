@@ -1,0 +1,97 @@
+"""The task interface: what a long-lag task declares and how its batches look.
+
+A task is one class plus one YAML file under `conf/task/` whose `_target_` names the class.
+The training loop knows nothing about a task beyond this interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class Batch:
+    """One batch of sequences, all of length T (shorter ones are left-padded, see `valid`)."""
+
+    x: Tensor  # (B, T, input_size) float inputs
+    y: Tensor  # targets at the loss positions: (B, K, output_size) float, or (B, K) long classes
+    evidence: Tensor  # (B, E) long: positions of the inputs that determine the target
+    valid: Tensor | None = None  # (B, T) bool, False on left padding; None: every step is real
+    loss_mask: Tensor | None = None  # (B, K) bool: which loss positions count; None: all
+
+    def to(self, device) -> Batch:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(*(move(getattr(self, k)) for k in self.__dataclass_fields__))
+
+    def __getitem__(self, idx) -> Batch:
+        pick = lambda t: None if t is None else t[idx]  # noqa: E731
+        return Batch(*(pick(getattr(self, k)) for k in self.__dataclass_fields__))
+
+
+class Task:
+    """Base class. A subclass sets the class attributes below and implements `sample`.
+
+    The loss applies to the last `loss_window` steps (1: last step; the full length: every step).
+    `baseline` is the analytic loss of the best memoryless predictor (one that sees no input
+    before the loss positions); tests check it against a Monte-Carlo estimate.
+    """
+
+    input_size: int
+    output_size: int
+    kind: str  # "regression" (per-example MSE) or "classification" (per-example cross-entropy)
+    metric_name: str  # what `metric` returns, per example (higher is better)
+    citation: str
+
+    def __init__(self, length: int):
+        if not isinstance(length, int) or length < 2:
+            raise ValueError(f"task.length={length!r} is invalid: must be an integer >= 2")
+        self.length = length
+
+    # -- what a subclass declares ---------------------------------------------------------
+    @property
+    def loss_window(self) -> int:
+        return 1
+
+    @property
+    def baseline(self) -> float:
+        raise NotImplementedError
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        raise NotImplementedError
+
+    def solved(self, eval_loss: float, eval_metric: float) -> bool:
+        """The source paper's success criterion, on evaluation-set aggregates."""
+        raise NotImplementedError
+
+    # -- shared behaviour -------------------------------------------------------------------
+    def select(self, y_all: Tensor) -> Tensor:
+        """The model's outputs at the loss positions: (B, T, O) -> (B, K, O)."""
+        return y_all[:, -self.loss_window :]
+
+    def loss(self, y_hat: Tensor, batch: Batch) -> Tensor:
+        """Per-example loss (B,), averaged over the (unmasked) loss positions."""
+        if self.kind == "regression":
+            per_pos = (y_hat - batch.y).pow(2).mean(dim=-1)
+        else:
+            per_pos = F.cross_entropy(y_hat.transpose(1, 2), batch.y, reduction="none")
+        return _masked_mean(per_pos, batch.loss_mask)
+
+    def metric(self, y_hat: Tensor, batch: Batch) -> Tensor:
+        """Per-example metric (B,). Regression: |error| < 0.04 at every loss position
+        (Hochreiter & Schmidhuber 1997's criterion). Classification: accuracy."""
+        if self.kind == "regression":
+            hit = ((y_hat - batch.y).abs() < 0.04).all(dim=-1).float()
+        else:
+            hit = (y_hat.argmax(dim=-1) == batch.y).float()
+        return _masked_mean(hit, batch.loss_mask)
+
+
+def _masked_mean(per_pos: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is None:
+        return per_pos.mean(dim=1)
+    m = mask.to(per_pos.dtype)
+    return (per_pos * m).sum(dim=1) / m.sum(dim=1).clamp_min(1)

@@ -1,0 +1,158 @@
+"""The training loop: seeded on-the-fly batches, optimiser steps, and records at step 0 and every
+`log_every` steps (losses, global gradient norm, gradient flow). Knows nothing of Hydra or files."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from study.model import SequenceModel
+from study.probes import batch_summary, gradient_flow, tidy
+from study.tasks.base import Batch, Task
+
+
+@dataclass
+class TrainSettings:
+    steps: int = 2000  # optimiser updates; 0 = analyse the initialisation only
+    batch_size: int = 64  # sequences per update
+    log_every: int = 100  # record metrics and gradient flow at step 0, every log_every, and the end
+    eval_size: int = 10_000  # fixed evaluation sequences per seed
+    eval_chunk: int = 1_000  # evaluation batch size (bounds memory at long T)
+    clip_norm: float | None = 1.0  # clip the global gradient norm to this; None = no clipping
+    probe_precision: str = "float64"  # dtype of the gradient-flow probes (float32 underflows)
+
+    @property
+    def probe_dtype(self) -> torch.dtype:
+        return getattr(torch, self.probe_precision)
+
+    def __post_init__(self):
+        checks = {
+            "steps": (self.steps, 0),
+            "batch_size": (self.batch_size, 1),
+            "log_every": (self.log_every, 1),
+            "eval_size": (self.eval_size, 1),
+            "eval_chunk": (self.eval_chunk, 1),
+        }
+        for key, (value, low) in checks.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"train.{key}={value!r} is invalid: must be an integer >= {low}")
+        if self.probe_precision not in ("float64", "float32"):
+            bad = f"train.probe_precision={self.probe_precision!r}"
+            raise ValueError(f"{bad} is invalid: allowed float64, float32")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(f"train.clip_norm={self.clip_norm!r} is invalid: must be > 0 or null")
+
+
+@dataclass
+class Records:
+    """What a run produced: its status and two tidy tables."""
+
+    status: str = "completed"  # completed | diverged
+    metrics: list[dict] = field(default_factory=list)  # rows (step, name, value)
+    flow: list[pd.DataFrame] = field(default_factory=list)  # gradient-flow rows, see probes.tidy
+    final: dict = field(default_factory=dict)  # last evaluation and whether the task is solved
+
+    def metrics_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.metrics, columns=["step", "name", "value"])
+
+    def flow_frame(self) -> pd.DataFrame:
+        return pd.concat(self.flow, ignore_index=True) if self.flow else pd.DataFrame()
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """Independent, reproducible seeds for the data streams of one run seed."""
+    words = [seed, *map(ord, stream)]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def data_generator(seed: int, stream: str) -> torch.Generator:
+    return torch.Generator().manual_seed(stream_seed(seed, stream))
+
+
+@torch.no_grad()
+def evaluate(model: SequenceModel, task: Task, batch: Batch, chunk: int) -> tuple[float, float]:
+    """Mean loss and metric over a (large) evaluation batch, `chunk` sequences at a time."""
+    loss_sum = metric_sum = 0.0
+    n = batch.x.shape[0]
+    for start in range(0, n, chunk):
+        part = batch[start : start + chunk]
+        y_hat = task.select(model(part.x, part.valid).y)
+        loss_sum += task.loss(y_hat, part).double().sum().item()
+        metric_sum += task.metric(y_hat, part).double().sum().item()
+    return loss_sum / n, metric_sum / n
+
+
+def train(
+    model: SequenceModel,
+    task: Task,
+    make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+    settings: TrainSettings,
+    seed: int,
+    progress: bool | None = None,
+) -> Records:
+    """Train `model` on `task`. The model must already be initialised from `seed`.
+
+    progress: True/False forces the bar; None shows it only when stderr is a terminal.
+    """
+    s = settings
+    gen = data_generator(seed, "train")
+    eval_batch = task.sample(s.eval_size, data_generator(seed, "eval"))
+    params = list(model.parameters())
+    optimizer = make_optimizer(params)
+    records = Records()
+
+    bar = tqdm(range(s.steps + 1), desc="train", disable=None if progress is None else not progress)
+    for step in bar:
+        batch = task.sample(s.batch_size, gen)
+        log = step % s.log_every == 0 or step == s.steps
+        if log:  # probe the model as it is before this step's update
+            _, norms = gradient_flow(model, task, batch, s.probe_dtype)
+            summary = {name: batch_summary(v, batch.valid) for name, v in norms.items()}
+            records.flow.append(tidy(step, "grad_norm", summary))
+        loss = task.loss(task.select(model(batch.x, batch.valid).y), batch).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+
+        if s.clip_norm is None:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, s.clip_norm)
+        train_loss, grad_norm = loss.item(), grad_norm.item()
+
+        if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
+            records.metrics += [
+                {"step": step, "name": "train_loss", "value": train_loss},
+                {"step": step, "name": "grad_norm", "value": grad_norm},
+            ]
+            records.status = "diverged"
+            records.final = {"diverged_at_step": step}
+            break
+
+        if log:
+            eval_loss, eval_metric = evaluate(model, task, eval_batch, s.eval_chunk)
+            records.metrics += [
+                {"step": step, "name": "train_loss", "value": train_loss},
+                {"step": step, "name": "grad_norm", "value": grad_norm},
+                {"step": step, "name": "eval_loss", "value": eval_loss},
+                {"step": step, "name": "eval_metric", "value": eval_metric},
+            ]
+            records.final = {
+                "step": step,
+                "eval_loss": eval_loss,
+                "eval_metric": eval_metric,
+                "solved": bool(task.solved(eval_loss, eval_metric)),
+            }
+            bar.set_postfix(loss=f"{train_loss:.4f}", eval=f"{eval_loss:.4f}", refresh=False)
+
+        if step == s.steps:
+            break
+        optimizer.step()
+
+    bar.close()
+    return records

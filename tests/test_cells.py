@@ -1,0 +1,81 @@
+"""The hand-written cells compute exactly what torch.nn's single-layer modules compute."""
+
+import pytest
+import torch
+from torch import nn
+
+from study.cells import GRUCell, LSTMCell, RNNCell
+from study.model import SequenceModel
+
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
+
+CASES = [  # (ours, reference, kwargs)
+    (RNNCell, nn.RNN, {"nonlinearity": "tanh"}),
+    (RNNCell, nn.RNN, {"nonlinearity": "relu"}),
+    (LSTMCell, nn.LSTM, {}),
+    (GRUCell, nn.GRU, {}),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("I,H,B,T", [(2, 8, 4, 12), (3, 17, 1, 30), (1, 32, 9, 5)])
+@pytest.mark.parametrize("ours,ref,kw", CASES, ids=["rnn", "rnn-relu", "lstm", "gru"])
+def test_matches_torch_nn(ours, ref, kw, I, H, B, T, dtype):
+    torch.manual_seed(I * 100 + H)
+    reference = ref(I, H, batch_first=True, **kw).to(dtype)
+    cell = ours(I, H, **kw).to(dtype)
+    cell.load_state_dict(reference.state_dict())  # names and shapes are torch.nn's
+    model = SequenceModel(cell, output_size=1).to(dtype)
+
+    x = torch.randn(B, T, I, dtype=dtype)
+    probe = torch.randn(B, T, H, dtype=dtype)  # a random linear functional of every h_t
+
+    ours_h = torch.stack(model(x).states["h"], dim=1)
+    ref_h, _ = reference(x)
+    torch.testing.assert_close(ours_h, ref_h, **TOL[dtype])
+
+    g_ours = torch.autograd.grad((ours_h * probe).sum(), list(cell.parameters()))
+    g_ref = torch.autograd.grad((ref_h * probe).sum(), list(reference.parameters()))
+    names = [n for n, _ in cell.named_parameters()]
+    assert names == [n for n, _ in reference.named_parameters()]
+    for name, a, b in zip(names, g_ours, g_ref):
+        torch.testing.assert_close(a, b, **TOL[dtype], msg=name)
+
+
+def test_lstm_cell_state_matches_torch_nn():
+    torch.manual_seed(1)
+    reference = nn.LSTM(3, 6, batch_first=True).double()
+    cell = LSTMCell(3, 6).double()
+    cell.load_state_dict(reference.state_dict())
+    x = torch.randn(4, 9, 3, dtype=torch.float64)
+    _, (h_n, c_n) = reference(x)
+    states = SequenceModel(cell, 1).double()(x).states
+    torch.testing.assert_close(states["c"][-1], c_n[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(states["h"][-1], h_n[0], rtol=1e-12, atol=1e-12)
+
+
+def test_lstm_without_forget_gate_is_the_constant_error_carousel():
+    """f = 1: c_t = c_{t-1} + i*g, checked step by step from the gate values."""
+    torch.manual_seed(2)
+    cell = LSTMCell(2, 4, forget_gate=False).double()
+    traj = SequenceModel(cell, 1).double()(torch.randn(3, 7, 2, dtype=torch.float64))
+    c = traj.states["c"]
+    assert all(bool((f == 1).all()) for f in traj.gates["f"])
+    for t in range(1, 7):
+        i = traj.gates["i"][t]
+        increment = c[t] - c[t - 1]
+        # i*g with |g| <= 1, so the increment is bounded by the input gate
+        assert bool((increment.abs() <= i + 1e-12).all())
+
+
+def test_left_padding_holds_the_initial_state():
+    """A sequence left-padded with `valid=False` ends in the same state as the unpadded one."""
+    torch.manual_seed(3)
+    for cell in (RNNCell(2, 5), LSTMCell(2, 5), GRUCell(2, 5)):
+        model = SequenceModel(cell.double(), 1).double()
+        x = torch.randn(1, 6, 2, dtype=torch.float64)
+        padded = torch.cat([torch.randn(1, 4, 2, dtype=torch.float64), x], dim=1)
+        valid = torch.tensor([[False] * 4 + [True] * 6])
+        a = model(x).states["h"][-1]
+        b = model(padded, valid).states["h"][-1]
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-14)

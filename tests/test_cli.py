@@ -1,0 +1,101 @@
+"""The real command, run in a subprocess with tiny budgets."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = [
+    "task.length=10",
+    "train.steps=4",
+    "train.log_every=2",
+    "train.eval_size=64",
+    "model.hidden_size=8",
+]
+
+
+def run_cli(*args, out: Path, check=True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "study.run", *args, f"out_dir={out}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed:\n{proc.stderr}")
+    return proc
+
+
+def test_a_run_writes_a_complete_run_directory(tmp_path):
+    run_cli("model=gru", *TINY, out=tmp_path)
+    run_dir = (
+        tmp_path
+        / "default"
+        / (
+            "model=gru,model.hidden_size=8,task.length=10,train.eval_size=64,"
+            "train.log_every=2,train.steps=4,seed=0"
+        )
+    )
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "completed"
+    assert info["hidden_size"] == 8 and info["n_params"] == 3 * (8 * 2 + 64 + 16) + 9
+    assert (run_dir / "config.yaml").read_text().startswith("model:")
+    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    assert list(metrics.columns) == ["step", "name", "value"]
+    assert sorted(metrics.step.unique()) == [0, 2, 4]
+    assert set(metrics.name) == {"train_loss", "grad_norm", "eval_loss", "eval_metric"}
+    flow = pd.read_parquet(run_dir / "grad_flow.parquet")
+    assert list(flow.columns) == ["step", "quantity", "state", "position", "lag", "stat", "value"]
+    assert len(flow) == 3 * 1 * 10 * 4  # steps x states x positions x statistics
+    assert (flow.lag == 9 - flow.position).all()
+    # nothing besides the run directory was written
+    assert [p.name for p in tmp_path.iterdir()] == ["default"]
+
+
+def test_same_config_and_seed_give_identical_tables(tmp_path):
+    for name in ("a", "b"):
+        run_cli("model=lstm", *TINY, "seed=3", out=tmp_path / name)
+    for table in ("metrics.parquet", "grad_flow.parquet"):
+        a, b = (pd.read_parquet(next((tmp_path / n).rglob(table))) for n in ("a", "b"))
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_a_finished_run_is_skipped_unless_rerun(tmp_path):
+    run_cli("model=rnn", *TINY, out=tmp_path)
+    (run_json,) = tmp_path.rglob("run.json")
+    before = run_json.stat().st_mtime_ns
+    proc = run_cli("model=rnn", *TINY, out=tmp_path)
+    assert "skip" in proc.stderr and run_json.stat().st_mtime_ns == before
+    run_cli("model=rnn", *TINY, "rerun=true", out=tmp_path)
+    assert run_json.stat().st_mtime_ns != before
+
+
+def test_divergence_is_recorded_and_exits_zero(tmp_path):
+    # an IRNN with W_hh = 1000 I overflows float32 within a few steps: loss is inf at step 0
+    proc = run_cli("model=irnn", "model.recurrent_gain=1000", *TINY, out=tmp_path)
+    assert proc.returncode == 0
+    (run_json,) = tmp_path.rglob("run.json")
+    info = json.loads(run_json.read_text())
+    assert info["status"] == "diverged" and info["diverged_at_step"] == 0
+    metrics = pd.read_parquet(run_json.parent / "metrics.parquet")
+    assert not metrics.value.map(lambda v: abs(v) < float("inf")).all()
+
+
+@pytest.mark.parametrize(
+    "args,line",
+    [
+        (["model=transformer"], "error: model=transformer is unknown: allowed gru, irnn, lstm"),
+        (["task=parity"], "error: task=parity is unknown: allowed adding"),
+        (["task.length=1"], "error: task.length=1 is invalid: must be an integer >= 2"),
+        (["train.steps=-5"], "error: train.steps=-5 is invalid: must be an integer >= 0"),
+        (["train.stepz=5"], "error: Could not override 'train.stepz'"),
+        (["task.length=[1"], "error: malformed override 'task.length=[1'"),
+        (["-m", "task.length=10,1"], "error: task.length=1 is invalid"),
+    ],
+)
+def test_bad_input_stops_with_one_line_before_writing(tmp_path, args, line):
+    proc = run_cli(*args, out=tmp_path / "out", check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(line), proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,66 @@
+"""Model assembly: parameter matching, initialisation options."""
+
+import pytest
+import torch
+
+from study.model import build_model, count_params, matched_hidden_size
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("H", [1, 7, 64])
+def test_count_params_closed_form_matches_the_module(cell, H):
+    model = build_model(cell, input_size=3, output_size=2, hidden_size=H)
+    assert count_params(cell, 3, H, 2) == sum(p.numel() for p in model.parameters())
+
+
+def test_count_params_without_forget_gate_leaves_out_the_unused_block():
+    model = build_model("lstm", 2, 1, hidden_size=10, forget_gate=False)
+    f_rows = 10 * 2 + 10 * 10 + 10 + 10  # W_if, W_hf, b_if, b_hf
+    assert model.n_params() == sum(p.numel() for p in model.parameters()) - f_rows
+    assert count_params("lstm", 2, 10, 1, forget_gate=False) == model.n_params()
+
+
+@pytest.mark.parametrize("target", [500, 10_000, 66_000])
+def test_match_params_picks_the_closest_hidden_size(target):
+    for cell in ("rnn", "lstm", "gru"):
+        H = matched_hidden_size(cell, 2, 1, target)
+        brute = min(range(1, 600), key=lambda h: (abs(count_params(cell, 2, h, 1) - target), h))
+        assert H == brute
+        model = build_model(cell, 2, 1, match_params=target)
+        assert model.cell.hidden_size == H
+
+
+def test_orthogonal_and_identity_init_set_the_spectrum():
+    torch.manual_seed(0)
+    for init, gain in [("orthogonal", 0.7), ("identity", 1.3)]:
+        model = build_model("rnn", 2, 1, hidden_size=16, recurrent_init=init, recurrent_gain=gain)
+        s = torch.linalg.svdvals(model.cell.weight_hh_l0.detach().double())
+        torch.testing.assert_close(s, torch.full_like(s, gain), rtol=1e-5, atol=1e-5)
+    irnn = build_model("rnn", 2, 1, hidden_size=4, recurrent_init="identity", nonlinearity="relu")
+    c = irnn.cell
+    assert float((c.bias_hh_l0.abs().sum() + c.bias_ih_l0.abs().sum()).detach()) == 0.0
+
+
+def test_forget_bias_sets_the_total_forget_gate_bias():
+    model = build_model("lstm", 2, 1, hidden_size=8, forget_bias=3.0)
+    c = model.cell
+    total = (c.bias_ih_l0 + c.bias_hh_l0).detach()
+    assert torch.equal(total[8:16], torch.full((8,), 3.0))
+    # the gate actually sees it: with zero input and state, f = sigmoid(3)
+    traj = model(torch.zeros(1, 1, 2))
+    f0 = traj.gates["f"][0]
+    torch.testing.assert_close(f0, torch.sigmoid(torch.full_like(f0, 3.0)))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"cell": "transformer"}, "model.cell='transformer' is unknown: allowed rnn, lstm, gru"),
+        ({"cell": "gru", "forget_bias": 1.0}, "apply only to cell=lstm"),
+        ({"cell": "rnn", "hidden_size": 0}, "model.hidden_size=0 is invalid"),
+        ({"cell": "rnn", "recurrent_init": "xavier"}, "model.recurrent_init='xavier'"),
+    ],
+)
+def test_bad_options_name_the_key(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_model(input_size=2, output_size=1, **kwargs)
