@@ -38,8 +38,10 @@ class SequenceModel(nn.Module):
         state = self.cell.initial_state(B)
         states = {name: [] for name in self.cell.state_names}
         gates = {name: [] for name in self.cell.gate_names}
-        for t in range(T):
-            new_state, gate_values = self.cell.step(gx[:, t], state)
+        # unbind, not gx[:, t]: the backward of each slice would allocate a zero tensor the size
+        # of all of gx, making backpropagation quadratic in T.
+        for t, gx_t in enumerate(gx.unbind(dim=1)):
+            new_state, gate_values = self.cell.step(gx_t, state)
             if valid is not None:
                 keep = valid[:, t, None]
                 new_state = tuple(torch.where(keep, new, old) for new, old in zip(new_state, state))

@@ -19,7 +19,7 @@ class Batch:
 
     x: Tensor  # (B, T, input_size) float inputs
     y: Tensor  # targets at the loss positions: (B, K, output_size) float, or (B, K) long classes
-    evidence: Tensor  # (B, E) long: positions of the inputs that determine the target
+    evidence: Tensor  # (B, E) long: positions of the inputs that determine the target, ascending
     valid: Tensor | None = None  # (B, T) bool, False on left padding; None: every step is real
     loss_mask: Tensor | None = None  # (B, K) bool: which loss positions count; None: all
 
@@ -67,6 +67,9 @@ class Task:
         """The source paper's success criterion, on evaluation-set aggregates."""
         raise NotImplementedError
 
+    metric_window: int | None = None  # positions the metric reads (last K); None = loss_window
+    solved_criterion: str  # the success criterion, in words, with its source
+
     # -- shared behaviour -------------------------------------------------------------------
     def select(self, y_all: Tensor) -> Tensor:
         """The model's outputs at the loss positions: (B, T, O) -> (B, K, O)."""
@@ -81,13 +84,15 @@ class Task:
         return _masked_mean(per_pos, batch.loss_mask)
 
     def metric(self, y_hat: Tensor, batch: Batch) -> Tensor:
-        """Per-example metric (B,). Regression: |error| < 0.04 at every loss position
-        (Hochreiter & Schmidhuber 1997's criterion). Classification: accuracy."""
+        """Per-example metric (B,) over the last `metric_window` loss positions. Regression:
+        |error| < 0.04 (Hochreiter & Schmidhuber 1997's criterion). Classification: accuracy."""
         if self.kind == "regression":
             hit = ((y_hat - batch.y).abs() < 0.04).all(dim=-1).float()
         else:
             hit = (y_hat.argmax(dim=-1) == batch.y).float()
-        return _masked_mean(hit, batch.loss_mask)
+        k = self.metric_window or hit.shape[1]
+        mask = None if batch.loss_mask is None else batch.loss_mask[:, -k:]
+        return _masked_mean(hit[:, -k:], mask)
 
 
 def _masked_mean(per_pos: Tensor, mask: Tensor | None) -> Tensor:
@@ -95,3 +100,35 @@ def _masked_mean(per_pos: Tensor, mask: Tensor | None) -> Tensor:
         return per_pos.mean(dim=1)
     m = mask.to(per_pos.dtype)
     return (per_pos * m).sum(dim=1) / m.sum(dim=1).clamp_min(1)
+
+
+# -- helpers for generating batches ---------------------------------------------------------------
+def uniform_int(low: Tensor | int, high: Tensor | int, n: int, g: torch.Generator) -> Tensor:
+    """n integers, the i-th uniform in [low_i, high_i) (bounds may differ per example)."""
+    low, high = torch.as_tensor(low).long(), torch.as_tensor(high).long()
+    u = torch.rand(n, generator=g, dtype=torch.float64)
+    return torch.minimum(low + (u * (high - low)).floor().long(), high - 1)
+
+
+def distinct_pair(n_first: Tensor | int, n_second: Tensor | int, B: int, g: torch.Generator):
+    """first ~ U[0, n_first), second ~ U[0, n_second) conditioned on second != first."""
+    first = uniform_int(0, n_first, B, g)
+    second = uniform_int(0, torch.as_tensor(n_second) - 1, B, g)
+    return first, second + (second >= first).long()
+
+
+def random_lengths(low: int, high: int, B: int, g: torch.Generator) -> Tensor:
+    """Per-example sequence lengths uniform in [low, high] (inclusive)."""
+    return uniform_int(low, high + 1, B, g)
+
+
+def left_pad_mask(lengths: Tensor, T: int) -> tuple[Tensor, Tensor]:
+    """(valid (B, T) bool, offset (B,)): sequences are right-aligned so they all end at T-1;
+    position p of example b sits at offset[b] + p."""
+    offset = T - lengths
+    valid = torch.arange(T).unsqueeze(0) >= offset.unsqueeze(1)
+    return valid, offset
+
+
+def one_hot(symbols: Tensor, n: int) -> Tensor:
+    return torch.nn.functional.one_hot(symbols, n).float()
