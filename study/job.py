@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from study import rundir
 from study.model import SequenceModel
+from study.probes import ProbeSettings
 from study.tasks.base import Task
 from study.train import TrainSettings, train
 
@@ -36,6 +37,7 @@ class Job:
     task: Task
     model: SequenceModel
     settings: TrainSettings
+    probes: ProbeSettings
     make_optimizer: object  # callable(params) -> torch.optim.Optimizer
 
 
@@ -67,11 +69,12 @@ def build(cfg: DictConfig) -> Job:
         optimizer = train_cfg.pop("optimizer")
         settings = TrainSettings(**train_cfg)
         make_optimizer = instantiate(optimizer)
+        probes = instantiate(cfg.probe)
     except InstantiationException as e:
         raise ConfigError(_one_line(e.__cause__ or e)) from e
     except (TypeError, ValueError, OmegaConfBaseException, HydraException) as e:
         raise ConfigError(_one_line(e)) from e
-    return Job(task, model, settings, make_optimizer)
+    return Job(task, model, settings, probes, make_optimizer)
 
 
 def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
@@ -115,6 +118,8 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
 
     rundir.write_parquet(out / rundir.METRICS, records.metrics_frame())
     rundir.write_parquet(out / rundir.FLOW, records.flow_frame())
+    rundir.write_parquet(out / rundir.EVIDENCE, records.evidence_frame())
+    rundir.write_parquet(out / rundir.WEIGHTS, records.weights_frame())
     info |= {"status": records.status, "wall_time_s": time.perf_counter() - start, **records.final}
     rundir.write_json(out / rundir.RUN_JSON, info)  # last: from now on the run reads as finished
     print(f"{records.status:<9} {out}", file=sys.stderr)

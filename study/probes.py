@@ -1,4 +1,4 @@
-"""Gradient-flow probes: per-example norms of dL/ds_t for each state s and position t, as tidy rows.
+"""Gradient-flow probes: what reaches each state and position, per example, as tidy rows.
 
 "Total" gradient means everything that reaches s_t from the loss: through the readout at this
 and later steps and back through the recurrence. For the LSTM, dL/dc_t includes the same-step
@@ -7,21 +7,75 @@ gradient of that example's own loss, not of the batch mean) so they do not depen
 size, then summarised over the batch by mean, median and the 10th/90th percentiles.
 Left-padded positions are left out. Probes run in float64 on a copy of the model, on the batch
 of the step they describe.
+
+Quantities (the `quantity` column of grad_flow.parquet; `state` says which tensor):
+  grad_norm            ||dl/dh_t||, ||dl/dc_t||: the total backpropagated gradient
+  grad_norm_cell_path  the part of it that travelled along the linear path alone: for the LSTM
+                       dc_{t+1}/dc_t = diag(f_{t+1}) (state c), for the GRU the direct
+                       dh_{t+1}/dh_t = diag(z_{t+1}) term of h = (1-z)*n + z*h (state h)
+  forget_product       mean over units of prod_{r>t} f_r, the cell path's gain from t to T-1
+  gate_mean            mean gate activation (i, f, o for the LSTM; r, z for the GRU)
+  gate_saturation      fraction of gate units below 1-s or above s (s = `saturation`)
+  tanh_saturation      RNN: fraction of units with |h_t| > s
+  input_grad           ||dl/dx_t|| (state x)
+  jacobian_spectral    ||d s_{T-1} / d s_t||_2 at log-spaced lags (state s, see jacobians.py)
+  jacobian_frobenius   the same in Frobenius norm
+Besides: evidence.parquet holds, per example, the gradient at the task's evidence positions with
+their lag; weights.parquet the spectra of W_hh per gate block; metrics.parquet gets the
+effective horizon.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
-from study.model import SequenceModel, Trajectory
+from study.jacobians import jacobian_norms, log_spaced_lags, recurrent_spectra
+from study.model import SequenceModel
 from study.tasks.base import Batch, Task
 
 STATS = {"mean": None, "median": 0.5, "q10": 0.1, "q90": 0.9}  # statistic -> quantile
+FLOW_COLUMNS = ["step", "quantity", "state", "position", "lag", "stat", "value"]
+
+
+@dataclass
+class ProbeSettings:
+    precision: str = "float64"  # dtype of the probe copy (float32 underflows at long lags)
+    jacobian_examples: int = 4  # examples of the batch whose state Jacobians are computed; 0 = off
+    jacobian_lags: int = 8  # about this many log-spaced lags from 1 to T-1
+    jacobian_every: int = 1000  # Jacobians at step 0, the last step and every this many steps
+    power_iters: int = 20  # power-iteration steps for the spectral norm
+    saturation: float = 0.95  # a unit is saturated beyond this (gates: also below 1 - it)
+    horizon_fraction: float = 1e-3  # effective horizon: median gradient above this x the last
+
+    def __post_init__(self):
+        if self.precision not in ("float64", "float32"):
+            bad = f"probe.precision={self.precision!r}"
+            raise ValueError(f"{bad} is invalid: allowed float64, float32")
+        for key in ("jacobian_examples", "jacobian_lags", "power_iters", "jacobian_every"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"probe.{key}={value!r} is invalid: must be an integer >= 0")
+        if not 0.5 < self.saturation < 1:
+            raise ValueError(
+                f"probe.saturation={self.saturation!r} is invalid: must be in (0.5, 1)"
+            )
+        if not 0 < self.horizon_fraction < 1:
+            bad = f"probe.horizon_fraction={self.horizon_fraction!r}"
+            raise ValueError(f"{bad} is invalid: must be in (0, 1)")
+
+
+@dataclass
+class ProbeResult:
+    flow: pd.DataFrame  # FLOW_COLUMNS
+    evidence: pd.DataFrame  # step, example, evidence, position, lag, quantity, value
+    weights: pd.DataFrame  # step, block, stat, value
+    scalars: dict  # per-step numbers for the metrics table
 
 
 def batch_summary(values: Tensor, valid: Tensor | None = None) -> dict[str, np.ndarray]:
@@ -36,20 +90,26 @@ def batch_summary(values: Tensor, valid: Tensor | None = None) -> dict[str, np.n
     return out
 
 
-def tidy(step: int, quantity: str, summaries: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
-    """{state: {stat: (T,)}} -> rows (step, quantity, state, position, lag, stat, value)."""
+def tidy(
+    step: int,
+    quantity: str,
+    summaries: dict[str, dict[str, np.ndarray]],
+    T: int,
+    positions: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """{state: {stat: values}} -> rows FLOW_COLUMNS; values are at `positions` (default 0..T-1)."""
     frames = []
     for state, by_stat in summaries.items():
         for stat, values in by_stat.items():
-            T = len(values)
+            pos = np.arange(len(values)) if positions is None else np.asarray(positions)
             frames.append(
                 pd.DataFrame(
                     {
                         "step": step,
                         "quantity": quantity,
                         "state": state,
-                        "position": np.arange(T),
-                        "lag": T - 1 - np.arange(T),
+                        "position": pos,
+                        "lag": T - 1 - pos,
                         "stat": stat,
                         "value": values,
                     }
@@ -58,9 +118,21 @@ def tidy(step: int, quantity: str, summaries: dict[str, dict[str, np.ndarray]]) 
     return pd.concat(frames, ignore_index=True)
 
 
+def effective_horizon(by_lag: np.ndarray, fraction: float) -> int:
+    """The largest lag k such that by_lag[j] >= fraction * by_lag[0] for every j <= k
+    (by_lag[0] is the last position). Equals len - 1 when the gradient never drops that far."""
+    ok = np.asarray(by_lag) >= fraction * by_lag[0]
+    return int(len(ok) - 1 if ok.all() else np.argmin(ok) - 1)
+
+
+def _cast(batch: Batch, dtype: torch.dtype) -> Batch:
+    cast = lambda t: t.to(dtype) if t is not None and t.is_floating_point() else t  # noqa: E731
+    return Batch(*(cast(getattr(batch, k)) for k in batch.__dataclass_fields__))
+
+
 def gradient_flow(
     model: SequenceModel, task: Task, batch: Batch, dtype: torch.dtype = torch.float64
-) -> tuple[Trajectory, dict[str, Tensor]]:
+) -> tuple[dict, dict[str, Tensor]]:
     """Per-example ||dl_b/ds_t||, (B, T) for every state s, on a copy of the model in `dtype`.
 
     float64 by default: a tanh RNN's gradient shrinks by ~0.5 per step at initialisation, which
@@ -68,17 +140,145 @@ def gradient_flow(
     the derivative, not where float32 happens to flush it to zero. Training is untouched: it
     does its own float32 backward pass. Differentiating the *sum* of per-example losses gives
     each example's own gradient, since s_t of example b influences only l_b.
+
+    Returns (parts, norms): parts holds the probe model, batch, trajectory and the gradients
+    with respect to the inputs and the readout outputs, for the other probes.
     """
     probe_model = copy.deepcopy(model).to(dtype)
-    cast = lambda t: t.to(dtype) if t is not None and t.is_floating_point() else t  # noqa: E731
-    b = Batch(*(cast(getattr(batch, k)) for k in batch.__dataclass_fields__))
-    traj = probe_model(b.x, b.valid)
+    b = _cast(batch, dtype)
+    x = b.x.detach().requires_grad_(True)
+    traj = probe_model(x, b.valid)
     loss_sum = task.loss(task.select(traj.y), b).sum()
     names = list(traj.states)
-    grads = torch.autograd.grad(loss_sum, [s for name in names for s in traj.states[name]])
-    T = b.x.shape[1]
+    flat = [s for name in names for s in traj.states[name]]
+    grads = torch.autograd.grad(loss_sum, [x, traj.y, *flat])
+    T = x.shape[1]
     norms = {
-        name: torch.stack([g.norm(dim=-1) for g in grads[k * T : (k + 1) * T]], dim=1)
+        name: torch.stack([g.norm(dim=-1) for g in grads[2 + k * T : 2 + (k + 1) * T]], dim=1)
         for k, name in enumerate(names)
     }
-    return traj, norms
+    parts = {"model": probe_model, "batch": b, "traj": traj, "dx": grads[0], "dy": grads[1]}
+    return parts, norms
+
+
+def cell_path_gradient(parts: dict) -> tuple[str, Tensor] | None:
+    """The part of the state gradient that travelled only along the linear path, (B, T, H):
+    g_t = a_{t+1} * g_{t+1} + injection_t, with a = f (LSTM, state c) or z (GRU, state h) and
+    the injection the gradient arriving from the readout at step t (through h_t = o*tanh(c_t)
+    for the LSTM). None for the RNN, which has no such path."""
+    model, traj, dy = parts["model"], parts["traj"], parts["dy"]
+    kind = model.cell.kind
+    if kind == "rnn":
+        return None
+    direct_h = dy @ model.readout.weight  # dl/dh_t through the readout only, (B, T, H)
+    if kind == "lstm":
+        c = torch.stack(traj.states["c"], dim=1)
+        o = torch.stack(traj.gates["o"], dim=1)
+        inject, carry, state = direct_h * o * (1 - torch.tanh(c) ** 2), traj.gates["f"], "c"
+    else:
+        inject, carry, state = direct_h, traj.gates["z"], "h"
+    valid = parts["batch"].valid
+    T = inject.shape[1]
+    g = [None] * T
+    g[T - 1] = inject[:, T - 1]
+    for t in range(T - 2, -1, -1):
+        a = carry[t + 1]
+        if valid is not None:  # a padded step holds the state: its carry is the identity
+            a = torch.where(valid[:, t + 1, None], a, torch.ones_like(a))
+        g[t] = a * g[t + 1] + inject[:, t]
+    return state, torch.stack(g, dim=1)
+
+
+def run_probes(
+    model: SequenceModel,
+    task: Task,
+    batch: Batch,
+    step: int,
+    settings: ProbeSettings,
+    jacobians: bool = True,
+) -> ProbeResult:
+    """Every probe of one log step, on the batch of that step, before its update. The state
+    Jacobians (the costly part: power iteration over up to T steps per lag) only if `jacobians`."""
+    dtype = getattr(torch, settings.precision)
+    parts, norms = gradient_flow(model, task, batch, dtype)
+    traj, b, cell = parts["traj"], parts["batch"], parts["model"].cell
+    B, T, _ = b.x.shape
+    valid = b.valid
+    rows = [tidy(step, "grad_norm", {n: batch_summary(v, valid) for n, v in norms.items()}, T)]
+
+    path = cell_path_gradient(parts)
+    if path is not None:
+        state, g = path
+        summary = {state: batch_summary(g.norm(dim=-1), valid)}
+        rows.append(tidy(step, "grad_norm_cell_path", summary, T))
+    if cell.kind == "lstm":
+        log_f = torch.stack(traj.gates["f"], dim=1).clamp_min(1e-300).log()
+        if valid is not None:
+            log_f = log_f.masked_fill(~valid.unsqueeze(2), 0.0)
+        # prod_{r=t+1}^{T-1} f_r = exp(sum of log f over r > t): a reversed cumulative sum
+        after = log_f.flip(1).cumsum(1).flip(1) - log_f
+        rows.append(
+            tidy(step, "forget_product", {"f": batch_summary(after.exp().mean(-1), valid)}, T)
+        )
+
+    s = settings.saturation
+    gate_mean, gate_sat = {}, {}
+    for name, values in traj.gates.items():
+        v = torch.stack(values, dim=1)
+        gate_mean[name] = batch_summary(v.mean(-1), valid)
+        gate_sat[name] = batch_summary(((v > s) | (v < 1 - s)).double().mean(-1), valid)
+    if gate_mean:
+        rows += [tidy(step, "gate_mean", gate_mean, T), tidy(step, "gate_saturation", gate_sat, T)]
+    if cell.kind == "rnn" and cell.nonlinearity == "tanh":
+        h = torch.stack(traj.states["h"], dim=1)
+        sat = {"h": batch_summary((h.abs() > s).double().mean(-1), valid)}
+        rows.append(tidy(step, "tanh_saturation", sat, T))
+
+    input_grad = parts["dx"].norm(dim=-1)  # (B, T)
+    rows.append(tidy(step, "input_grad", {"x": batch_summary(input_grad, valid)}, T))
+
+    E = min(settings.jacobian_examples, B)
+    lags = log_spaced_lags(T, settings.jacobian_lags)
+    if jacobians and E > 0 and lags:
+        gx = cell.project_inputs(b.x[:E])
+        sub = {n: [st[:E] for st in v] for n, v in traj.states.items()}
+        jac = jacobian_norms(
+            cell, gx, sub, lags, None if valid is None else valid[:E], settings.power_iters
+        )
+        positions = T - 1 - np.asarray(lags)
+        for kind, values in jac.items():
+            summary = {"s": batch_summary(values)}
+            rows.append(tidy(step, f"jacobian_{kind}", summary, T, positions))
+
+    # the gradient at the task's evidence positions, per example, with its lag
+    ev = b.evidence
+    lag = (T - 1 - ev).cpu().numpy()
+    n_ev = ev.shape[1]
+    evidence = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "step": step,
+                    "example": np.repeat(np.arange(B), n_ev),
+                    "evidence": np.tile(np.arange(n_ev), B),
+                    "position": ev.cpu().numpy().ravel(),
+                    "lag": lag.ravel(),
+                    "quantity": quantity,
+                    "value": values.gather(1, ev).detach().cpu().numpy().ravel(),
+                }
+            )
+            for quantity, values in (("input_grad", input_grad), ("grad_norm_h", norms["h"]))
+        ],
+        ignore_index=True,
+    )
+
+    weights = pd.DataFrame(
+        [
+            {"step": step, "block": block, "stat": stat, "value": value}
+            for block, by_stat in recurrent_spectra(model.cell).items()
+            for stat, value in by_stat.items()
+        ]
+    )
+    median_h = batch_summary(norms["h"], valid)["median"][::-1]  # by lag, lag 0 first
+    scalars = {"effective_horizon": effective_horizon(median_h, settings.horizon_fraction)}
+    return ProbeResult(pd.concat(rows, ignore_index=True), evidence, weights, scalars)

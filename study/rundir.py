@@ -4,6 +4,8 @@
     <run dir>/run.json           status (running | completed | diverged | failed) and provenance
     <run dir>/metrics.parquet    tidy rows (step, name, value)
     <run dir>/grad_flow.parquet  tidy rows (step, quantity, state, position, lag, stat, value)
+    <run dir>/evidence.parquet   tidy rows (step, example, evidence, position, lag, quantity, value)
+    <run dir>/weights.parquet    tidy rows (step, block, stat, value)
 
 Every file goes to a temporary name in the same directory and is then renamed over the target,
 so a reader sees the old file or the new one, never a torn one. `run.json` is written first with
@@ -26,6 +28,7 @@ import pandas as pd
 
 RUN_JSON, CONFIG = "run.json", "config.yaml"
 METRICS, FLOW = "metrics.parquet", "grad_flow.parquet"
+EVIDENCE, WEIGHTS = "evidence.parquet", "weights.parquet"
 FINISHED = ("completed", "diverged")  # statuses that a resumed sweep skips
 _UMASK = os.umask(0)
 os.umask(_UMASK)

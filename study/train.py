@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from study.model import SequenceModel
-from study.probes import batch_summary, gradient_flow, tidy
+from study.probes import ProbeSettings, run_probes
 from study.tasks.base import Batch, Task
 
 
@@ -25,11 +25,6 @@ class TrainSettings:
     eval_size: int = 10_000  # fixed evaluation sequences per seed
     eval_chunk: int = 1_000  # evaluation batch size (bounds memory at long T)
     clip_norm: float | None = 1.0  # clip the global gradient norm to this; None = no clipping
-    probe_precision: str = "float64"  # dtype of the gradient-flow probes (float32 underflows)
-
-    @property
-    def probe_dtype(self) -> torch.dtype:
-        return getattr(torch, self.probe_precision)
 
     def __post_init__(self):
         checks = {
@@ -42,9 +37,6 @@ class TrainSettings:
         for key, (value, low) in checks.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"train.{key}={value!r} is invalid: must be an integer >= {low}")
-        if self.probe_precision not in ("float64", "float32"):
-            bad = f"train.probe_precision={self.probe_precision!r}"
-            raise ValueError(f"{bad} is invalid: allowed float64, float32")
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ValueError(f"train.clip_norm={self.clip_norm!r} is invalid: must be > 0 or null")
 
@@ -55,14 +47,26 @@ class Records:
 
     status: str = "completed"  # completed | diverged
     metrics: list[dict] = field(default_factory=list)  # rows (step, name, value)
-    flow: list[pd.DataFrame] = field(default_factory=list)  # gradient-flow rows, see probes.tidy
+    flow: list[pd.DataFrame] = field(default_factory=list)  # per-position probe rows
+    evidence: list[pd.DataFrame] = field(default_factory=list)  # gradient at evidence positions
+    weights: list[pd.DataFrame] = field(default_factory=list)  # spectra of W_hh
     final: dict = field(default_factory=dict)  # last evaluation and whether the task is solved
 
     def metrics_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.metrics, columns=["step", "name", "value"])
 
     def flow_frame(self) -> pd.DataFrame:
-        return pd.concat(self.flow, ignore_index=True) if self.flow else pd.DataFrame()
+        return _concat(self.flow)
+
+    def evidence_frame(self) -> pd.DataFrame:
+        return _concat(self.evidence)
+
+    def weights_frame(self) -> pd.DataFrame:
+        return _concat(self.weights)
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def stream_seed(seed: int, stream: str) -> int:
@@ -94,13 +98,14 @@ def train(
     make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
     settings: TrainSettings,
     seed: int,
+    probes: ProbeSettings | None = None,
     progress: bool | None = None,
 ) -> Records:
     """Train `model` on `task`. The model must already be initialised from `seed`.
 
     progress: True/False forces the bar; None shows it only when stderr is a terminal.
     """
-    s = settings
+    s, probes = settings, probes or ProbeSettings()
     gen = data_generator(seed, "train")
     eval_batch = task.sample(s.eval_size, data_generator(seed, "eval"))
     params = list(model.parameters())
@@ -112,9 +117,12 @@ def train(
         batch = task.sample(s.batch_size, gen)
         log = step % s.log_every == 0 or step == s.steps
         if log:  # probe the model as it is before this step's update
-            _, norms = gradient_flow(model, task, batch, s.probe_dtype)
-            summary = {name: batch_summary(v, batch.valid) for name, v in norms.items()}
-            records.flow.append(tidy(step, "grad_norm", summary))
+            every = probes.jacobian_every
+            jac = step in (0, s.steps) or (every > 0 and step % every == 0)
+            probed = run_probes(model, task, batch, step, probes, jacobians=jac)
+            records.flow.append(probed.flow)
+            records.evidence.append(probed.evidence)
+            records.weights.append(probed.weights)
         loss = task.loss(task.select(model(batch.x, batch.valid).y), batch).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -141,6 +149,7 @@ def train(
                 {"step": step, "name": "grad_norm", "value": grad_norm},
                 {"step": step, "name": "eval_loss", "value": eval_loss},
                 {"step": step, "name": "eval_metric", "value": eval_metric},
+                *({"step": step, "name": k, "value": v} for k, v in probed.scalars.items()),
             ]
             records.final = {
                 "step": step,

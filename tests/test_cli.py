@@ -43,11 +43,31 @@ def test_a_run_writes_a_complete_run_directory(tmp_path):
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
     assert list(metrics.columns) == ["step", "name", "value"]
     assert sorted(metrics.step.unique()) == [0, 2, 4]
-    assert set(metrics.name) == {"train_loss", "grad_norm", "eval_loss", "eval_metric"}
+    assert set(metrics.name) == {
+        "train_loss",
+        "grad_norm",
+        "eval_loss",
+        "eval_metric",
+        "effective_horizon",
+    }
     flow = pd.read_parquet(run_dir / "grad_flow.parquet")
     assert list(flow.columns) == ["step", "quantity", "state", "position", "lag", "stat", "value"]
-    assert len(flow) == 3 * 1 * 10 * 4  # steps x states x positions x statistics
+    grad = flow[flow.quantity == "grad_norm"]
+    assert len(grad) == 3 * 1 * 10 * 4  # steps x states x positions x statistics
     assert (flow.lag == 9 - flow.position).all()
+    assert set(flow.quantity) == {
+        "grad_norm",
+        "grad_norm_cell_path",
+        "gate_mean",
+        "gate_saturation",
+        "input_grad",
+        "jacobian_spectral",
+        "jacobian_frobenius",
+    }
+    evidence = pd.read_parquet(run_dir / "evidence.parquet")
+    assert len(evidence) == 3 * 64 * 2 * 2  # steps x batch x evidence positions x quantities
+    weights = pd.read_parquet(run_dir / "weights.parquet")
+    assert set(weights.block) == {"r", "z", "n"}
     # nothing besides the run directory was written
     assert [p.name for p in tmp_path.iterdir()] == ["default"]
 

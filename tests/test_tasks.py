@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from study.model import build_model
+from study.probes import ProbeSettings
 from study.tasks.adding import Adding
 from study.tasks.base import Task
 from study.tasks.copy_memory import CopyMemory
@@ -137,7 +138,9 @@ def test_every_task_trains_end_to_end(name):
     torch.manual_seed(0)
     model = build_model("gru", task.input_size, task.output_size, hidden_size=8)
     settings = TrainSettings(steps=2, batch_size=4, log_every=1, eval_size=16)
-    records = train(model, task, lambda p: torch.optim.Adam(p), settings, seed=0, progress=False)
+    probes = ProbeSettings(jacobian_examples=1, power_iters=2)
+    opt = lambda p: torch.optim.Adam(p)  # noqa: E731
+    records = train(model, task, opt, settings, seed=0, probes=probes, progress=False)
     assert records.status == "completed"
     flow = records.flow_frame()
     # positions where every example of the probe batch is padding have no value (NaN)
