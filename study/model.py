@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from study.cells import CELLS, Cell
+from study.fast import IMPLS, hidden_states, supports
 
 
 @dataclass
@@ -25,13 +26,24 @@ class Trajectory:
 
 
 class SequenceModel(nn.Module):
-    def __init__(self, cell: Cell, output_size: int):
+    def __init__(self, cell: Cell, output_size: int, impl: str = "explicit"):
         super().__init__()
+        if impl not in IMPLS:
+            raise ValueError(f"model.impl={impl!r} is unknown: allowed {', '.join(IMPLS)}")
         self.cell = cell
         self.readout = nn.Linear(cell.hidden_size, output_size)  # identical for every cell
+        self.impl = impl  # how `predict` computes the recurrence; `forward` is always explicit
+
+    def predict(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        """Readout at every step, (B, T, O), by the fastest path that computes this exact
+        function (study/fast.py); what training and evaluation call."""
+        if valid is None and supports(self.cell, self.impl):
+            return self.readout(hidden_states(self.cell, x, self.impl))
+        return self(x, valid).y
 
     def forward(self, x: Tensor, valid: Tensor | None = None) -> Trajectory:
-        """x: (B, T, input_size). valid: optional (B, T) bool; where False (left padding of a
+        """The explicit loop over the cell's equations, every state kept for the probes.
+        x: (B, T, input_size). valid: optional (B, T) bool; where False (left padding of a
         shorter sequence) the state is carried over unchanged, so every sequence ends at T-1."""
         B, T, _ = x.shape
         gx = self.cell.project_inputs(x)
@@ -92,6 +104,7 @@ def build_model(
     recurrent_gain: float = 1.0,
     forget_bias: float | None = None,
     forget_gate: bool = True,
+    impl: str = "fast",
 ) -> SequenceModel:
     """Build a SequenceModel. Initialisation options (each one config key):
 
@@ -119,7 +132,8 @@ def build_model(
         raise ValueError(f"model.hidden_size={hidden_size} is invalid: must be >= 1")
 
     kwargs = {"rnn": {"nonlinearity": nonlinearity}, "lstm": {"forget_gate": forget_gate}}
-    model = SequenceModel(CELLS[cell](input_size, hidden_size, **kwargs.get(cell, {})), output_size)
+    recurrence = CELLS[cell](input_size, hidden_size, **kwargs.get(cell, {}))
+    model = SequenceModel(recurrence, output_size, impl)
     _initialise(model.cell, recurrent_init, recurrent_gain, forget_bias)
     return model
 

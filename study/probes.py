@@ -46,7 +46,7 @@ FLOW_COLUMNS = ["step", "quantity", "state", "position", "lag", "stat", "value"]
 @dataclass
 class ProbeSettings:
     precision: str = "float64"  # dtype of the probe copy (float32 underflows at long lags)
-    jacobian_examples: int = 4  # examples of the batch whose state Jacobians are computed; 0 = off
+    jacobian_examples: int = 0  # examples whose state Jacobians are computed; 0 = off (costly)
     jacobian_lags: int = 8  # about this many log-spaced lags from 1 to T-1
     jacobian_every: int = 1000  # Jacobians at step 0, the last step and every this many steps
     power_iters: int = 20  # power-iteration steps for the spectral norm

@@ -86,7 +86,7 @@ def evaluate(model: SequenceModel, task: Task, batch: Batch, chunk: int) -> tupl
     n = batch.x.shape[0]
     for start in range(0, n, chunk):
         part = batch[start : start + chunk]
-        y_hat = task.select(model(part.x, part.valid).y)
+        y_hat = task.select(model.predict(part.x, part.valid))
         loss_sum += task.loss(y_hat, part).double().sum().item()
         metric_sum += task.metric(y_hat, part).double().sum().item()
     return loss_sum / n, metric_sum / n
@@ -123,7 +123,7 @@ def train(
             records.flow.append(probed.flow)
             records.evidence.append(probed.evidence)
             records.weights.append(probed.weights)
-        loss = task.loss(task.select(model(batch.x, batch.valid).y), batch).mean()
+        loss = task.loss(task.select(model.predict(batch.x, batch.valid)), batch).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
 

@@ -1,0 +1,246 @@
+"""Benchmark: ms per training step for each cell and path, probe overhead, memory, parallel workers.
+
+    python -m study.bench            # the full grid (about 20 minutes on 2 cores)
+    python -m study.bench --quick    # one size, to check that it runs
+
+Prints tables and writes CSVs under results/bench/. One thread per process. A training step is
+forward + MSE + backward + Adam on the adding problem; times are medians of repeated steps after
+warm-up. Timings are never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import multiprocessing as mp
+import statistics
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from study.model import build_model
+from study.probes import ProbeSettings, run_probes
+from study.tasks.adding import Adding
+
+CELLS = ("rnn", "lstm", "gru")
+PATHS = ("native", "explicit", "fast")
+
+
+def _setup(cell: str, H: int, B: int, T: int, impl: str, device: str = "cpu"):
+    torch.manual_seed(0)
+    task = Adding(T)
+    model = build_model(cell, 2, 1, hidden_size=H, impl=impl).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batch = task.sample(B, torch.Generator().manual_seed(0)).to(device)
+    return task, model, opt, batch
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def step_ms(cell, H, B, T, impl, repeats, device="cpu") -> float:
+    """Median wall time of one training step, in ms."""
+    task, model, opt, batch = _setup(cell, H, B, T, impl, device)
+
+    def step():
+        loss = task.loss(task.select(model.predict(batch.x)), batch).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def probe_ms(cell, H, B, T, jacobians: bool, repeats=3, device="cpu") -> float:
+    task, model, _, batch = _setup(cell, H, B, T, "fast", device)
+    settings = ProbeSettings(jacobian_examples=4)
+    run_probes(model, task, batch, 0, settings, jacobians=jacobians)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run_probes(model, task, batch, 0, settings, jacobians=jacobians)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def speed_table(Hs, Bs, Ts, repeats, device="cpu") -> pd.DataFrame:
+    rows = []
+    for cell, H, B, T in itertools.product(CELLS, Hs, Bs, Ts):
+        ms = {p: step_ms(cell, H, B, T, p, repeats, device) for p in PATHS}
+        for p in PATHS:
+            rows.append(
+                {
+                    "cell": cell,
+                    "H": H,
+                    "B": B,
+                    "T": T,
+                    "path": p,
+                    "ms_per_step": ms[p],
+                    "ratio_to_native": ms[p] / ms["native"],
+                }
+            )
+        print(
+            f"  {cell:4s} H={H:<3d} B={B:<3d} T={T:<3d} "
+            + "  ".join(f"{p} {ms[p]:8.1f} ms" for p in PATHS),
+            flush=True,
+        )
+    return pd.DataFrame(rows)
+
+
+def probe_table(H, B, T, log_every=100, repeats=5) -> pd.DataFrame:
+    """Per-probe cost, and the overhead of the default schedule (probes every `log_every`
+    steps, Jacobians off) on a whole run."""
+    rows = []
+    for cell in CELLS:
+        step = step_ms(cell, H, B, T, "fast", repeats)
+        light = probe_ms(cell, H, B, T, jacobians=False)
+        full = probe_ms(cell, H, B, T, jacobians=True)
+        per_step = step + light / log_every
+        rows.append(
+            {
+                "cell": cell,
+                "H": H,
+                "B": B,
+                "T": T,
+                "step_ms": step,
+                "probe_ms_without_jacobians": light,
+                "probe_ms_with_jacobians": full,
+                "run_overhead": per_step / step,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _rss_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB -> MiB
+    return float("nan")
+
+
+def _peak_rss_worker(args, queue) -> None:
+    cell, H, B, T, probe = args
+    torch.set_num_threads(1)
+    task, model, opt, batch = _setup(cell, H, B, T, "fast")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+    before = _rss_mib("VmRSS")
+    loss = task.loss(task.select(model.predict(batch.x)), batch).mean()
+    loss.backward()
+    opt.step()
+    if probe:
+        run_probes(model, task, batch, 0, ProbeSettings())
+    queue.put(_rss_mib("VmHWM") - before)
+
+
+def memory_table(cell, H, B, Ts) -> pd.DataFrame:
+    """Peak resident memory (MiB above the process before the step) of one training step, and of
+    one step plus the probes, each T measured in a fresh process (Linux /proc)."""
+    ctx = mp.get_context("spawn")
+    rows = []
+    for T in Ts:
+        for probe in (False, True):
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_peak_rss_worker, args=((cell, H, B, T, probe), queue))
+            proc.start()
+            mib = queue.get()
+            proc.join()
+            rows.append({"cell": cell, "H": H, "B": B, "T": T, "probed": probe, "peak_MiB": mib})
+            print(f"  memory {cell} H={H} B={B} T={T} probed={probe}: {mib:.0f} MiB", flush=True)
+    return pd.DataFrame(rows)
+
+
+def _throughput_worker(args, queue) -> None:
+    cell, H, B, T, steps = args
+    torch.set_num_threads(1)
+    task, model, opt, batch = _setup(cell, H, B, T, "fast")
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = task.loss(task.select(model.predict(batch.x)), batch).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    queue.put(time.perf_counter() - t0)
+
+
+def workers_table(cell, H, B, T, steps) -> pd.DataFrame:
+    """Throughput of 1 versus 2 one-thread worker processes running side by side."""
+    ctx = mp.get_context("spawn")
+    rows = []
+    for n in (1, 2):
+        queue = ctx.Queue()
+        procs = [
+            ctx.Process(target=_throughput_worker, args=((cell, H, B, T, steps), queue))
+            for _ in range(n)
+        ]
+        for p in procs:
+            p.start()
+        wall = max(queue.get() for _ in procs)
+        for p in procs:
+            p.join()
+        rows.append({"workers": n, "steps_per_s": n * steps / wall})
+    df = pd.DataFrame(rows)
+    df["speedup"] = df.steps_per_s / df.steps_per_s.iloc[0]
+    return df.assign(cell=cell, H=H, B=B, T=T)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one small size per table")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (speed table only)")
+    parser.add_argument("--out", default="results/bench", help="where the CSVs go")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = "" if args.device == "cpu" else f"_{args.device}"
+
+    if args.quick:
+        grid, repeats, mem_Ts, probe_size, w = ([64], [32], [100]), 3, [100, 200], (64, 32, 100), 20
+    else:
+        grid, repeats = ([64, 128, 256], [32, 128], [100, 500]), 5
+        mem_Ts, probe_size, w = [250, 500, 1000], (128, 64, 200), 100
+
+    tables = {}
+    print("ms per training step (forward + backward + Adam), median:", flush=True)
+    tables[f"speed{tag}"] = speed_table(*grid, repeats, args.device)
+    if args.device == "cpu":
+        print("probe cost:", flush=True)
+        tables["probes"] = probe_table(*probe_size)
+        print("peak memory:", flush=True)
+        tables["memory"] = memory_table("lstm", 256, 128, mem_Ts)
+        print("parallel workers:", flush=True)
+        tables["workers"] = workers_table("gru", 128, 64, 200, w)
+
+    meta = f"torch {torch.__version__}, device {args.device}"
+    if args.device == "cuda":
+        meta += f" ({torch.cuda.get_device_name()})"
+    for name, df in tables.items():
+        df.to_csv(out / f"{name}.csv", index=False)
+        print(f"\n== {name} ({meta}) -> {out / (name + '.csv')}")
+        with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
+            if name.startswith("speed"):
+                wide = df.pivot_table(
+                    index=["cell", "H", "B", "T"], columns="path", values="ms_per_step"
+                )
+                for p in ("explicit", "fast"):
+                    wide[f"{p}/native"] = wide[p] / wide["native"]
+                print(wide.to_string())
+            else:
+                print(df.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Every fast path computes exactly the explicit cells' function: outputs, parameter gradients and
+per-position input gradients, in float64 with copied weights, and against torch.nn itself."""
+
+import pytest
+import torch
+from torch import nn
+
+from study.tasks.adding import Adding
+from study.train import TrainSettings, train
+from tests.conftest import small_model
+
+CELLS = [("rnn", {}), ("rnn", {"nonlinearity": "relu"}), ("lstm", {}), ("gru", {})]
+IDS = ["rnn", "rnn-relu", "lstm", "gru"]
+
+
+def outputs_and_grads(model, x, probe, impl):
+    model.impl = impl
+    x = x.clone().requires_grad_(True)
+    y = model.predict(x)
+    grads = torch.autograd.grad((y * probe).sum(), [x, *model.parameters()])
+    return y, grads
+
+
+@pytest.mark.parametrize("impl", ["fast", "native"])
+@pytest.mark.parametrize("cell,kw", CELLS, ids=IDS)
+def test_fast_paths_equal_the_explicit_cells(cell, kw, impl):
+    model = small_model(cell, input_size=3, hidden=9, output=2, seed=11, **kw)
+    x = torch.randn(5, 23, 3, dtype=torch.float64)
+    probe = torch.randn(5, 23, 2, dtype=torch.float64)  # a random functional of every output
+    y_ref, g_ref = outputs_and_grads(model, x, probe, "explicit")
+    y, g = outputs_and_grads(model, x, probe, impl)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
+    names = ["x", *(n for n, _ in model.named_parameters())]
+    for name, a, b in zip(names, g, g_ref):
+        # the gradient with respect to x holds the per-position gradients dL/dx_t
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("cell,kw", CELLS, ids=IDS)
+def test_fast_path_equals_torch_nn(cell, kw):
+    model = small_model(cell, input_size=2, hidden=6, seed=12, **kw)
+    kind = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
+    reference = kind(2, 6, batch_first=True, **kw).double()
+    reference.load_state_dict(model.cell.state_dict())
+    x = torch.randn(4, 17, 2, dtype=torch.float64)
+    model.impl = "fast"
+    h_ref = reference(x)[0]
+    torch.testing.assert_close(
+        model.readout.weight @ h_ref.mT,
+        model.predict(x).mT - model.readout.bias[:, None],
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    g = torch.autograd.grad(model.predict(x).sum(), list(model.cell.parameters()))
+    g_ref = torch.autograd.grad(model.readout(h_ref).sum(), list(reference.parameters()))
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_lstm_without_forget_gate_and_padded_batches_fall_back_to_explicit():
+    model = small_model("lstm", hidden=4, forget_gate=False)
+    x = torch.randn(2, 7, 2, dtype=torch.float64)
+    torch.testing.assert_close(model.predict(x), model(x).y, rtol=0, atol=0)
+    model = small_model("gru", hidden=4)
+    valid = torch.ones(2, 7, dtype=torch.bool)
+    valid[0, :3] = False
+    torch.testing.assert_close(model.predict(x, valid), model(x, valid).y, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_training_records_agree_between_paths(cell):
+    """Whole runs (float32) through the fast and the explicit path agree to rounding."""
+
+    def run(impl):
+        model = small_model(cell, hidden=16, dtype=torch.float32, impl=impl)
+        settings = TrainSettings(steps=20, batch_size=16, log_every=10, eval_size=256)
+        return train(
+            model, Adding(30), lambda p: torch.optim.Adam(p, 1e-3), settings, 0, progress=False
+        )
+
+    fast, explicit = run("fast").metrics_frame(), run("explicit").metrics_frame()
+    torch.testing.assert_close(
+        torch.tensor(fast.value.values), torch.tensor(explicit.value.values), rtol=1e-3, atol=1e-5
+    )
