@@ -107,7 +107,13 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
     start = time.perf_counter()
     try:
         records = train(
-            job.model, job.task, job.make_optimizer, job.settings, cfg.seed, cfg.progress
+            job.model,
+            job.task,
+            job.make_optimizer,
+            job.settings,
+            seed=cfg.seed,
+            probes=job.probes,
+            progress=cfg.progress,
         )
     except Exception:
         info |= {"status": "failed", "traceback": traceback.format_exc()}

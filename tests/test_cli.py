@@ -27,13 +27,13 @@ def run_cli(*args, out: Path, check=True) -> subprocess.CompletedProcess:
 
 
 def test_a_run_writes_a_complete_run_directory(tmp_path):
-    run_cli("model=gru", *TINY, out=tmp_path)
+    run_cli("model=gru", *TINY, "probe.jacobian_examples=2", out=tmp_path)
     run_dir = (
         tmp_path
         / "default"
         / (
-            "model=gru,model.hidden_size=8,task.length=10,train.eval_size=64,"
-            "train.log_every=2,train.steps=4,seed=0"
+            "model=gru,model.hidden_size=8,probe.jacobian_examples=2,task.length=10,"
+            "train.eval_size=64,train.log_every=2,train.steps=4,seed=0"
         )
     )
     info = json.loads((run_dir / "run.json").read_text())
