@@ -101,6 +101,11 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
         "baseline": job.task.baseline,
         **rundir.provenance(),
     }
+    checkpoint = rundir.CheckpointFile(out)
+    if cfg.rerun:
+        checkpoint.remove()  # a forced rerun starts from scratch
+    elif checkpoint.path.exists():
+        print(f"resume {experiment}/{ident} from its checkpoint", file=sys.stderr)
     rundir.write_text(out / rundir.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     rundir.write_json(out / rundir.RUN_JSON, {**info, "status": "running"})
 
@@ -114,6 +119,7 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
             seed=cfg.seed,
             probes=job.probes,
             progress=cfg.progress,
+            checkpoint=checkpoint,
         )
     except Exception:
         info |= {"status": "failed", "traceback": traceback.format_exc()}
@@ -128,6 +134,7 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
     rundir.write_parquet(out / rundir.WEIGHTS, records.weights_frame())
     info |= {"status": records.status, "wall_time_s": time.perf_counter() - start, **records.final}
     rundir.write_json(out / rundir.RUN_JSON, info)  # last: from now on the run reads as finished
+    checkpoint.remove()
     print(f"{records.status:<9} {out}", file=sys.stderr)
     return records.status
 

@@ -14,6 +14,7 @@ import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import MissingConfigException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from study.job import ConfigError, _one_line, build, run_job
@@ -26,9 +27,12 @@ def main(cfg: DictConfig) -> str:
     hc = HydraConfig.get()
     experiment = hc.runtime.choices.get("experiment") or "default"
     try:
-        return run_job(cfg, experiment, list(hc.overrides.task))
+        status = run_job(cfg, experiment, list(hc.overrides.task))
     except ConfigError as e:
         sys.exit(f"error: {e}")
+    if status == "failed" and hc.mode == RunMode.RUN:
+        sys.exit(1)  # a single run fails loudly; in a sweep the other runs go on
+    return status
 
 
 def precheck(argv: list[str]) -> None:

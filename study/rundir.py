@@ -6,6 +6,7 @@
     <run dir>/grad_flow.parquet  tidy rows (step, quantity, state, position, lag, stat, value)
     <run dir>/evidence.parquet   tidy rows (step, example, evidence, position, lag, quantity, value)
     <run dir>/weights.parquet    tidy rows (step, block, stat, value)
+    <run dir>/checkpoint.pt      resumable training state while the run is unfinished
 
 Every file goes to a temporary name in the same directory and is then renamed over the target,
 so a reader sees the old file or the new one, never a torn one. `run.json` is written first with
@@ -25,10 +26,12 @@ from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 RUN_JSON, CONFIG = "run.json", "config.yaml"
 METRICS, FLOW = "metrics.parquet", "grad_flow.parquet"
 EVIDENCE, WEIGHTS = "evidence.parquet", "weights.parquet"
+CHECKPOINT = "checkpoint.pt"
 FINISHED = ("completed", "diverged")  # statuses that a resumed sweep skips
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -61,6 +64,24 @@ def write_json(path: Path, obj: dict) -> None:
 
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda p: frame.to_parquet(p, index=False))
+
+
+class CheckpointFile:
+    """A run's checkpoint, saved atomically; removed once the run has finished."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / CHECKPOINT
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        return torch.load(self.path, weights_only=False)  # our own file: records are pickled
+
+    def save(self, state: dict) -> None:
+        atomic_write(self.path, lambda p: torch.save(state, p))
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def read_run_json(run_dir: Path) -> dict | None:

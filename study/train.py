@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ class TrainSettings:
     eval_size: int = 10_000  # fixed evaluation sequences per seed
     eval_chunk: int = 1_000  # evaluation batch size (bounds memory at long T)
     clip_norm: float | None = 1.0  # clip the global gradient norm to this; None = no clipping
+    checkpoint_every: int = 500  # save a resumable checkpoint every this many steps; 0 = never
 
     def __post_init__(self):
         checks = {
@@ -33,6 +35,7 @@ class TrainSettings:
             "log_every": (self.log_every, 1),
             "eval_size": (self.eval_size, 1),
             "eval_chunk": (self.eval_chunk, 1),
+            "checkpoint_every": (self.checkpoint_every, 0),
         }
         for key, (value, low) in checks.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -69,6 +72,13 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+class Checkpoint(Protocol):
+    """Where a run keeps its resumable state (see rundir.CheckpointFile)."""
+
+    def load(self) -> dict | None: ...
+    def save(self, state: dict) -> None: ...
+
+
 def stream_seed(seed: int, stream: str) -> int:
     """Independent, reproducible seeds for the data streams of one run seed."""
     words = [seed, *map(ord, stream)]
@@ -100,19 +110,32 @@ def train(
     seed: int,
     probes: ProbeSettings | None = None,
     progress: bool | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> Records:
     """Train `model` on `task`. The model must already be initialised from `seed`.
 
     progress: True/False forces the bar; None shows it only when stderr is a terminal.
+    checkpoint: where to save and resume from. A resumed run continues from its last checkpoint
+    (model, optimiser, data stream and records so far) and ends with exactly the records of an
+    uninterrupted run.
     """
     s, probes = settings, probes or ProbeSettings()
     gen = data_generator(seed, "train")
     eval_batch = task.sample(s.eval_size, data_generator(seed, "eval"))
     params = list(model.parameters())
     optimizer = make_optimizer(params)
-    records = Records()
+    records, start = Records(), 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        gen.set_state(saved["generator"])
+        records, start = saved["records"], saved["next_step"]
 
-    bar = tqdm(range(s.steps + 1), desc="train", disable=None if progress is None else not progress)
+    disable = None if progress is None else not progress
+    bar = tqdm(
+        range(start, s.steps + 1), desc="train", initial=start, total=s.steps + 1, disable=disable
+    )
     for step in bar:
         batch = task.sample(s.batch_size, gen)
         log = step % s.log_every == 0 or step == s.steps
@@ -162,6 +185,16 @@ def train(
         if step == s.steps:
             break
         optimizer.step()
+        if checkpoint is not None and s.checkpoint_every and (step + 1) % s.checkpoint_every == 0:
+            checkpoint.save(
+                {
+                    "next_step": step + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "generator": gen.get_state(),
+                    "records": records,
+                }
+            )
 
     bar.close()
     return records

@@ -1,0 +1,190 @@
+"""Sweeps: launchers, failures that do not stop a sweep, resume after kill -9, aggregation."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from study.model import build_model
+from study.results import load_runs, load_table, status_table
+from study.tasks.adding import Adding
+from study.train import TrainSettings, train
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["task.length=6", "train.steps=4", "train.log_every=2", "train.eval_size=32"]
+TINY += ["model.hidden_size=4"]
+
+BOOM = '''
+from study.tasks.adding import Adding
+
+
+class Boom(Adding):
+    """The adding problem, except that length 13 raises on its third batch."""
+
+    calls = 0
+
+    def sample(self, batch_size, generator):
+        Boom.calls += 1
+        if self.length == 13 and Boom.calls > 2:
+            raise RuntimeError("boom at length 13")
+        return super().sample(batch_size, generator)
+'''
+
+
+def study_run(*args, out: Path, env=None, cwd=ROOT, **kw) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "study.run", *args, f"out_dir={out}"]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_joblib_launcher_runs_a_sweep_in_parallel(tmp_path):
+    proc = study_run(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "model=rnn,gru",
+        *TINY,
+        out=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    statuses = [json.loads(p.read_text())["status"] for p in tmp_path.rglob("run.json")]
+    assert statuses == ["completed", "completed"]
+    assert "sweep of 2 runs: 2 completed / 0 skipped / 0 diverged / 0 failed" in proc.stderr
+
+
+def test_submitit_local_executor_runs_a_sweep(tmp_path):
+    proc = study_run(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "model=lstm,gru",
+        *TINY,
+        out=tmp_path / "results",
+    )
+    assert proc.returncode == 0, proc.stderr
+    runs = load_runs(tmp_path / "results")
+    assert sorted(runs.cell) == ["gru", "lstm"] and set(runs.status) == {"completed"}
+    assert "2 completed" in proc.stderr
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+    (tmp_path / "boomtask.py").write_text(BOOM)
+    (tmp_path / "conf" / "task").mkdir(parents=True)
+    (tmp_path / "conf" / "task" / "boom.yaml").write_text("_target_: boomtask.Boom\nlength: 12\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = study_run(
+        "-m",
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        "task=boom",
+        "task.length=13,12",
+        *TINY[1:],
+        out=tmp_path / "results",
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "1 completed / 0 skipped / 0 diverged / 1 failed" in proc.stderr
+    config = "model.hidden_size=4,task=boom,task.length=13,train.eval_size=32,train.log_every=2"
+    config += ",train.steps=4"
+    assert f"failed: {config},seed=0" in proc.stderr
+    info = json.loads(next((tmp_path / "results").rglob("*length=13*/run.json")).read_text())
+    assert info["status"] == "failed" and "RuntimeError: boom at length 13" in info["traceback"]
+    assert status_table(tmp_path / "results").set_index("config").loc[config, "failed"] == 1
+
+
+def test_a_run_killed_mid_way_resumes_to_the_records_of_an_uninterrupted_run(tmp_path):
+    args = ["model=gru", "task.length=8", "train.steps=1500", "train.log_every=50"]
+    args += ["train.checkpoint_every=100", "train.eval_size=64", "model.hidden_size=8"]
+    cmd = [sys.executable, "-m", "study.run", *args, f"out_dir={tmp_path / 'killed'}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((tmp_path / "killed").rglob("checkpoint.pt")) and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (run_dir,) = [p.parent for p in (tmp_path / "killed").rglob("run.json")]
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
+    assert not (run_dir / "metrics.parquet").exists()  # nothing reads as complete
+    assert load_runs(tmp_path / "killed").empty
+
+    resumed = study_run(*args, out=tmp_path / "killed")
+    assert resumed.returncode == 0 and "resume" in resumed.stderr, resumed.stderr
+    assert not (run_dir / "checkpoint.pt").exists()
+    study_run(*args, out=tmp_path / "straight")
+    for table in ("metrics", "grad_flow", "evidence", "weights"):
+        a = pd.read_parquet(run_dir / f"{table}.parquet")
+        b = pd.read_parquet(next((tmp_path / "straight").rglob(f"{table}.parquet")))
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+class InterruptAfter:
+    """A checkpoint store in memory that 'crashes' the run after its n-th save."""
+
+    def __init__(self, n):
+        self.n, self.saved = n, None
+
+    def load(self):
+        return self.saved
+
+    def save(self, state):
+        self.saved = state
+        self.n -= 1
+        if self.n == 0:
+            raise KeyboardInterrupt
+
+
+def test_resume_from_checkpoint_gives_identical_records_in_process():
+    settings = TrainSettings(steps=30, batch_size=8, log_every=5, eval_size=32, checkpoint_every=7)
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_model("lstm", 2, 1, hidden_size=6)
+
+    opt = lambda p: torch.optim.Adam(p, lr=1e-2)  # noqa: E731
+    straight = train(fresh(), Adding(9), opt, settings, seed=0, progress=False)
+    store = InterruptAfter(2)
+    try:
+        train(fresh(), Adding(9), opt, settings, seed=0, progress=False, checkpoint=store)
+    except KeyboardInterrupt:
+        pass
+    assert store.saved["next_step"] == 14
+    store.n = -1
+    resumed = train(fresh(), Adding(9), opt, settings, seed=0, progress=False, checkpoint=store)
+    pd.testing.assert_frame_equal(
+        resumed.metrics_frame(), straight.metrics_frame(), check_exact=True
+    )
+    pd.testing.assert_frame_equal(resumed.flow_frame(), straight.flow_frame(), check_exact=True)
+
+
+def test_collect_and_cached_tables(tmp_path):
+    proc = study_run("-m", "model=rnn,gru", "seed=0,1", *TINY, out=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    root = tmp_path / "default"
+    runs = load_runs(root)
+    assert len(runs) == 4 and set(runs.config) == {
+        f"model={m},model.hidden_size=4,task.length=6,train.eval_size=32,train.log_every=2,"
+        "train.steps=4"
+        for m in ("rnn", "gru")
+    }
+    flow = load_table(root, "grad_flow", runs)
+    assert set(flow.run_id) == set(runs.run_id) and {"config", "seed", "cell"} <= set(flow.columns)
+    assert len(list((root / ".cache").glob("grad_flow-*.parquet"))) == 1
+    pd.testing.assert_frame_equal(load_table(root, "grad_flow"), flow)  # from the cache
+    # a seed missing from one configuration shows up as missing
+    gru1 = Path(next(p for p in runs.path if "model=gru" in p and p.endswith("seed=1")))
+    (gru1 / "run.json").unlink()
+    out = subprocess.run(
+        [sys.executable, "-m", "study.collect", str(root)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    assert (root / "collected" / "metrics.parquet").exists()
+    table = status_table(root).set_index("config")
+    assert table.filter(like="model=gru", axis=0).iloc[0][["completed", "missing"]].tolist() == [
+        1,
+        1,
+    ]
