@@ -1,8 +1,10 @@
 # `make run` runs the main job, `make test` the tests; both install into .venv first.
 PY := .venv/bin/python
 STAMP := .venv/.installed
+PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=2
+REFERENCE := init_ratio init_rnn_scale init_lstm_forget_bias memory_path lags_adding matched lags_copy
 
-.PHONY: install run test
+.PHONY: install run test reference figures
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -10,10 +12,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: a small default sweep (a few minutes on 2 cores), then its figures.
 run: $(STAMP)
-	$(PY) -m study.run
+	$(PY) -m study.run -m experiment=init_ratio out_dir=results/main $(PARALLEL)
+	$(PY) -m study.run -m experiment=quick out_dir=results/main $(PARALLEL)
+	$(PY) -m study.figures results/main
 
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
+
+# The study's reference results, committed under results/reference (about 1 hour on 2 cores).
+reference: $(STAMP)
+	for e in $(REFERENCE); do $(PY) -m study.run -m experiment=$$e out_dir=results/reference $(PARALLEL) || exit 1; done
+	$(PY) -m study.figures results/reference --out results/figures

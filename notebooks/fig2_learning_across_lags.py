@@ -1,0 +1,40 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Figure 2: learning across lags
+#
+# The fraction of seeds that solve the task (each task's own criterion, 95 % Wilson intervals)
+# against the lag T, and the learning curves against the analytic memoryless baseline, for the
+# adding problem and copy memory. Experiments lags_adding and lags_copy.
+
+# %% tags=["parameters"]
+import os
+
+RESULTS = os.environ.get("STUDY_RESULTS", "../results/reference")  # a folder of experiment folders
+FIGURES = os.environ.get("STUDY_FIGURES", "../results/figures")  # where the PNGs are saved
+
+# %%
+from study.figures import show
+
+# %%
+show("fig2a_success_adding", RESULTS, FIGURES)
+
+# %%
+show("fig2b_curves_adding", RESULTS, FIGURES)
+
+# %%
+show("fig2c_success_copy", RESULTS, FIGURES)
+
+# %%
+show("fig2d_curves_copy", RESULTS, FIGURES)

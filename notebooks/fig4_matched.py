@@ -1,0 +1,31 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Figure 4: matched comparison
+#
+# The same cells at equal hidden size (H = 64) and at equal parameter count (that of the LSTM at
+# H = 64): final evaluation loss relative to the baseline, and the gradient's decay per step at
+# initialisation. Experiment matched (adding problem, T = 100).
+
+# %% tags=["parameters"]
+import os
+
+RESULTS = os.environ.get("STUDY_RESULTS", "../results/reference")  # a folder of experiment folders
+FIGURES = os.environ.get("STUDY_FIGURES", "../results/figures")  # where the PNGs are saved
+
+# %%
+from study.figures import show
+
+# %%
+show("fig4_matched", RESULTS, FIGURES)

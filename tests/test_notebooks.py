@@ -1,0 +1,55 @@
+"""Every notebook runs headless against a tiny study and writes its figures; so does the CLI."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import pytest
+from nbclient import NotebookClient
+
+from study.figures import FIGURES
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
+
+
+def test_every_figure_has_a_notebook():
+    shown = "".join(p.read_text() for p in NOTEBOOKS)
+    assert all(f'show("{name}"' in shown for name in FIGURES)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_and_saves_its_figures(path, tiny_study, tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDY_RESULTS", str(tiny_study))
+    monkeypatch.setenv("STUDY_FIGURES", str(tmp_path))
+    nb = jupytext.read(path)
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
+    names = [name for name in FIGURES if f'show("{name}"' in path.read_text()]
+    assert names
+    for name in names:
+        png = tmp_path / f"{name}.png"
+        assert png.exists() and png.stat().st_size > 10_000, name
+
+
+def test_paired_ipynb_is_in_sync_and_has_no_outputs():
+    for path in NOTEBOOKS:
+        paired = jupytext.read(path.with_suffix(".ipynb"))
+        assert [c.source for c in paired.cells] == [c.source for c in jupytext.read(path).cells]
+        assert all(not c.get("outputs") for c in paired.cells)
+
+
+def test_figures_cli_renders_everything(tiny_study, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "study.figures", str(tiny_study), "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted(FIGURES)
