@@ -66,8 +66,8 @@ class RNNSequence(torch.autograd.Function):
     """h_t = phi(gx_t + W_hh h_{t-1} + b_hh) over a whole sequence; gx = W_ih x + b_ih precomputed.
 
     Backward through time by hand: with delta_t = dL/dh_t (the output gradient plus what comes
-    back from step t+1), da_t = delta_t * phi'(a_t) and dL/dh_{t-1} gets da_t W_hh. The weight
-    gradient is one matmul over all steps at the end.
+    back from step t+1), da_t = delta_t * phi'(a_t) and dL/dh_{t-1} gets da_t W_hh. phi' for
+    every step is computed before the loop, and the weight gradient is one matmul at the end.
     """
 
     @staticmethod
@@ -79,8 +79,11 @@ class RNNSequence(torch.autograd.Function):
         h = gx.new_zeros(B, H)
         for t in range(T):
             a = torch.addmm(gx[t], h, W_t)
-            h = torch.relu(a) if relu else _tanh(a)
-            hs[t] = h
+            if relu:
+                torch.clamp_min(a, 0, out=hs[t])
+            else:  # tanh(a) = 2 sigmoid(2a) - 1, written straight into hs[t]
+                torch.sigmoid(a.mul_(2), out=hs[t]).mul_(2).sub_(1)
+            h = hs[t]
         ctx.relu = relu
         ctx.save_for_backward(hs, W_hh)
         return hs.transpose(0, 1)
@@ -88,15 +91,15 @@ class RNNSequence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_hs: Tensor):
         hs, W_hh = ctx.saved_tensors
-        grad_hs = grad_hs.transpose(0, 1)
+        # a private time-major copy: the loop accumulates into it in place
+        grad_hs = grad_hs.transpose(0, 1).clone(memory_format=torch.contiguous_format)
         T, B, H = hs.shape
+        dphi = (hs > 0).to(hs.dtype) if ctx.relu else 1 - hs * hs  # phi'(a_t), all steps at once
         da = torch.empty_like(hs)
         back = hs.new_zeros(B, H)  # dL/dh_t arriving from step t+1
         for t in range(T - 1, -1, -1):
-            delta = grad_hs[t] + back
-            h = hs[t]
-            da[t] = delta * (h > 0) if ctx.relu else delta * (1 - h * h)
-            back = da[t] @ W_hh
+            torch.mul(grad_hs[t].add_(back), dphi[t], out=da[t])
+            back = torch.mm(da[t], W_hh)
         h_prev = torch.cat([hs.new_zeros(1, B, H), hs[:-1]])
         grad_W = da.reshape(-1, H).t() @ h_prev.reshape(-1, H)
         return da.transpose(0, 1), grad_W, da.sum(dim=(0, 1)), None
@@ -109,6 +112,7 @@ class GRUSequence(torch.autograd.Function):
         dn = delta (1 - z),  dz = delta (h_{t-1} - n),  da_n = dn (1 - n^2)
         da_r = da_n (W_hn h + b_hn) r (1 - r),  da_z = dz z (1 - z)
         dL/dh_{t-1} = delta z + [da_r, da_z, da_n r] W_hh
+    The factors that do not depend on delta are computed for all steps before the loop.
     """
 
     @staticmethod
@@ -123,31 +127,36 @@ class GRUSequence(torch.autograd.Function):
             gh = torch.addmm(b_hh, h, W_t)
             x_r, x_z, x_n = gx[t].split(H, dim=1)
             h_r, h_z, h_n = gh.split(H, dim=1)
-            r = torch.sigmoid(x_r + h_r)
-            z = torch.sigmoid(x_z + h_z)
-            n = _tanh(x_n + r * h_n)
-            h = n + z * (h - n)  # (1 - z) n + z h
-            hs[t], r_s[t], z_s[t], n_s[t], hn_s[t] = h, r, z, n, h_n
+            r = torch.sigmoid(x_r + h_r, out=r_s[t])
+            z = torch.sigmoid(x_z + h_z, out=z_s[t])
+            n = torch.sigmoid(torch.addcmul(x_n, r, h_n).mul_(2), out=n_s[t]).mul_(2).sub_(1)
+            torch.addcmul(n, z, h - n, out=hs[t])  # (1 - z) n + z h
+            hn_s[t] = h_n
+            h = hs[t]
         ctx.save_for_backward(hs, r_s, z_s, n_s, hn_s, W_hh)
         return hs.transpose(0, 1)
 
     @staticmethod
     def backward(ctx, grad_hs: Tensor):
-        hs, r_s, z_s, n_s, hn_s, W_hh = ctx.saved_tensors
-        grad_hs = grad_hs.transpose(0, 1)
+        hs, r, z, n, hn, W_hh = ctx.saved_tensors
+        # a private time-major copy: the loop accumulates into it in place
+        grad_hs = grad_hs.transpose(0, 1).clone(memory_format=torch.contiguous_format)
         T, B, H = hs.shape
         h_prev = torch.cat([hs.new_zeros(1, B, H), hs[:-1]])
-        d_gx = hs.new_empty(T, B, 3 * H)
-        d_gh = hs.new_empty(T, B, 3 * H)
+        k_n = (1 - z) * (1 - n * n)  # da_n = delta k_n
+        k_z = (h_prev - n) * z * (1 - z)  # da_z = delta k_z
+        k_r = hn * r * (1 - r)  # da_r = da_n k_r
+        d_gh = hs.new_empty(T, B, 3 * H)  # [da_r, da_z, da_n * r]
+        d_xn = hs.new_empty(T, B, H)  # da_n (the input half of the n gate has no r)
         back = hs.new_zeros(B, H)
         for t in range(T - 1, -1, -1):
-            delta = grad_hs[t] + back
-            r, z, n = r_s[t], z_s[t], n_s[t]
-            da_n = delta * (1 - z) * (1 - n * n)
-            da_z = delta * (h_prev[t] - n) * z * (1 - z)
-            da_r = da_n * hn_s[t] * r * (1 - r)
-            d_gx[t] = torch.cat([da_r, da_z, da_n], dim=1)
-            d_gh[t] = torch.cat([da_r, da_z, da_n * r], dim=1)
-            back = delta * z + d_gh[t] @ W_hh
+            delta = grad_hs[t].add_(back)
+            d_r, d_z, d_n = d_gh[t].split(H, dim=1)
+            torch.mul(delta, k_n[t], out=d_xn[t])
+            torch.mul(d_xn[t], k_r[t], out=d_r)
+            torch.mul(delta, k_z[t], out=d_z)
+            torch.mul(d_xn[t], r[t], out=d_n)
+            back = torch.addmm(delta * z[t], d_gh[t], W_hh)
+        d_gx = torch.cat([d_gh[..., : 2 * H], d_xn], dim=2)
         grad_W = d_gh.reshape(-1, 3 * H).t() @ h_prev.reshape(-1, H)
         return d_gx.transpose(0, 1), grad_W, d_gh.sum(dim=(0, 1))

@@ -244,32 +244,36 @@ def cell_path(flow: pd.DataFrame, runs: pd.DataFrame):
 
 
 def training_dynamics(flow: pd.DataFrame, metrics: pd.DataFrame, runs: pd.DataFrame):
-    """Left: mean forget-gate value over positions, per LSTM run, against training step.
-    Right: effective horizon (largest lag with median ‖∂ℓ/∂h‖ above 1e-3 of the last) per cell."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    f = flow[(flow.quantity == "gate_mean") & (flow.state == "f") & (flow.stat == "mean")]
-    f = (
-        f.groupby(["path", "step"], as_index=False)
-        .value.mean()
-        .merge(runs[["path", "seed"]], on="path")
-    )
-    for seed, g in f.groupby("seed"):
-        a.plot(g.step, g.value, label=f"LSTM seed {seed}")
+    """Left: the LSTM's mean forget gate over training (solid, left axis) and the gain of its cell
+    path over the whole sequence, mean over units of prod_{r>0} f_r (dashed, log, right axis):
+    a few units opening their path move the gain by orders of magnitude and the mean barely.
+    Right: the effective horizon (largest lag with median ‖∂ℓ/∂h‖ above 1e-3 of the last)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.9))
+    lstm = flow[flow.path.isin(runs[runs.cell == "lstm"].path)]
+    f = lstm[(lstm.quantity == "gate_mean") & (lstm.state == "f") & (lstm.stat == "mean")]
+    f = f.groupby(["seed", "step"], as_index=False).value.mean()
+    gain = lstm[
+        (lstm.quantity == "forget_product") & (lstm.position == 0) & (lstm.stat == "median")
+    ]
+    a2 = a.twinx()
+    for i, (seed, g) in enumerate(f.groupby("seed")):
+        color = sns.color_palette("tab10")[i]
+        a.plot(g.step, g.value, color=color, label=f"seed {seed}: mean f")
+        p = gain[gain.seed == seed]
+        a2.plot(p.step, p.value, "--", color=color, label=f"seed {seed}: gain of the cell path")
     a.set_xlabel("training step")
     a.set_ylabel("mean forget gate f (over units, positions)")
     a.set_ylim(0, 1)
-    a.set_title("Forget gates during training")
-    a.legend(fontsize=8)
+    a2.set_yscale("log")
+    a2.set_ylabel("median mean-over-units ∏ f from t=0 to T-1 (log)")
+    a.set_title("LSTM forget gates during training")
+    lines = a.get_legend_handles_labels()
+    lines2 = a2.get_legend_handles_labels()
+    a.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="center left")
     h = metrics[(metrics.name == "effective_horizon") & metrics.path.isin(runs.path)]
+    order = [c for c in CELL_ORDER if c in set(h.cell)]
     sns.lineplot(
-        h,
-        x="step",
-        y="value",
-        hue="cell",
-        units="seed",
-        estimator=None,
-        ax=b,
-        hue_order=[c for c in CELL_ORDER if c in set(h.cell)],
+        h, x="step", y="value", hue="cell", units="seed", estimator=None, ax=b, hue_order=order
     )
     b.set_xlabel("training step")
     b.set_ylabel("effective horizon (steps of lag)")

@@ -21,12 +21,13 @@ def outputs_and_grads(model, x, probe, impl):
     return y, grads
 
 
+@pytest.mark.parametrize("B,T", [(5, 23), (1, 7), (3, 1)])
 @pytest.mark.parametrize("impl", ["fast", "native"])
 @pytest.mark.parametrize("cell,kw", CELLS, ids=IDS)
-def test_fast_paths_equal_the_explicit_cells(cell, kw, impl):
+def test_fast_paths_equal_the_explicit_cells(cell, kw, impl, B, T):
     model = small_model(cell, input_size=3, hidden=9, output=2, seed=11, **kw)
-    x = torch.randn(5, 23, 3, dtype=torch.float64)
-    probe = torch.randn(5, 23, 2, dtype=torch.float64)  # a random functional of every output
+    x = torch.randn(B, T, 3, dtype=torch.float64)
+    probe = torch.randn(B, T, 2, dtype=torch.float64)  # a random functional of every output
     y_ref, g_ref = outputs_and_grads(model, x, probe, "explicit")
     y, g = outputs_and_grads(model, x, probe, impl)
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
