@@ -1,7 +1,8 @@
 """Numbers derived from the tidy tables: how fast the gradient decays with lag.
 
 `python -m study.analysis RESULTS_DIR` prints, for every run at training step 0, the ratio
-||dL/dh_0|| / ||dL/dh_{T-1}|| of batch medians and the mean decay per step that it implies.
+||dL/dh_0|| / ||dL/dh_{T-1}|| of batch medians and the mean decay per step that it implies;
+`--success` prints instead, per cell and sequence length, how many seeds solved the task.
 """
 
 from __future__ import annotations
@@ -38,12 +39,26 @@ def decay_ratio(flow: pd.DataFrame, step: int = 0, state: str = "h", stat: str =
     return pd.DataFrame(rows)
 
 
+def success_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Seeds solved / seeds run, per cell (rows) and sequence length T (columns), with the median
+    final evaluation loss relative to the task's memoryless baseline."""
+    r = runs.assign(T=runs["cfg.task.length"], rel=runs.eval_loss / runs.baseline)
+    solved = r.groupby(["cell", "T"]).solved.agg(lambda s: f"{int(s.sum())}/{len(s)}")
+    rel = r.groupby(["cell", "T"]).rel.median().map("{:.3g}".format)
+    return (solved + "  (" + rel + ")").unstack("T")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", help="a results directory, e.g. results/init_ratio")
     parser.add_argument("--step", type=int, default=0, help="training step (default 0: init)")
+    parser.add_argument("--success", action="store_true", help="seeds solved per cell and T")
     args = parser.parse_args(argv)
     runs = load_runs(args.results)
+    if args.success:
+        print("seeds solved / seeds run  (median final eval loss / memoryless baseline)")
+        print(success_table(runs).to_string())
+        return
     table = decay_ratio(load_table(args.results, "grad_flow", runs), step=args.step)
     table = table.merge(runs[["path", "cell"]], on="path").drop(columns="path")
     with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):

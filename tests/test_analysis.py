@@ -1,0 +1,54 @@
+"""Derived numbers: decay ratios, success tables, Wilson intervals, against direct computation."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from study.analysis import decay_ratio, success_table
+from study.plots import wilson
+
+
+def test_decay_ratio_is_first_over_last_and_its_geometric_rate():
+    T = 11
+    values = 0.5 ** np.arange(T)[::-1] * 3.0  # position t holds 3 * 0.5^(T-1-t)
+    flow = pd.DataFrame(
+        {
+            "path": "p",
+            "run_id": "r",
+            "step": 0,
+            "quantity": "grad_norm",
+            "state": "h",
+            "stat": "median",
+            "position": np.arange(T),
+            "value": values,
+        }
+    )
+    (row,) = decay_ratio(flow).to_dict("records")
+    assert row["ratio"] == pytest.approx(0.5 ** (T - 1), rel=1e-12)
+    assert row["per_step"] == pytest.approx(0.5, rel=1e-12)
+
+
+def test_success_table_counts_seeds():
+    runs = pd.DataFrame(
+        {
+            "cell": ["lstm"] * 3 + ["rnn"] * 2,
+            "cfg.task.length": [50, 50, 50, 50, 50],
+            "solved": [True, True, False, False, False],
+            "eval_loss": [0.001, 0.002, 0.1, 0.16, 0.17],
+            "baseline": [1 / 6] * 5,
+        }
+    )
+    table = success_table(runs)
+    assert table.loc["lstm", 50].startswith("2/3") and table.loc["rnn", 50].startswith("0/2")
+    assert "(0.012)" in table.loc["lstm", 50]  # median 0.002 / (1/6)
+
+
+def test_wilson_interval_closed_forms():
+    z2 = 1.96**2
+    lo, hi = wilson(0, 3)
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(z2 / (3 + z2), rel=1e-12)
+    lo, hi = wilson(3, 3)
+    assert hi == pytest.approx(1.0, abs=1e-12) and lo == pytest.approx(3 / (3 + z2), rel=1e-12)
+    lo, hi = wilson(50, 100)
+    half = 1.96 * np.sqrt(0.25 / 100 + z2 / (4 * 100**2)) / (1 + z2 / 100)  # 0.09617
+    assert (lo + hi) / 2 == pytest.approx(0.5) and hi - lo == pytest.approx(2 * half, rel=1e-12)
