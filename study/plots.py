@@ -125,34 +125,57 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def success_vs_lag(runs: pd.DataFrame, title: str):
-    """Fraction of seeds that solved the task (the task's own criterion) against T, per cell,
-    with 95 % Wilson intervals over seeds."""
+def success_vs_lag(runs: pd.DataFrame, title: str, learned: float = 0.1):
+    """Fraction of seeds that solved the task (its own criterion; solid) and that learned it
+    (final evaluation loss below `learned` x the memoryless baseline; dashed) against T, per
+    cell, with 95 % Wilson intervals over seeds."""
+    r = runs.assign(
+        learned=runs.eval_loss < learned * runs.baseline, solved=runs.solved.fillna(False)
+    )
     rows = []
-    for (cell, T), g in runs.groupby(["cell", "cfg.task.length"]):
-        k, n = int(g.solved.fillna(False).sum()), len(g)
-        lo, hi = wilson(k, n)
-        rows.append({"cell": cell, "T": T, "rate": k / n, "lo": lo, "hi": hi, "n": n})
+    for (cell, T), g in r.groupby(["cell", "cfg.task.length"]):
+        for criterion in ("solved", "learned"):
+            k, n = int(g[criterion].sum()), len(g)
+            lo, hi = wilson(k, n)
+            rows.append(
+                {
+                    "cell": cell,
+                    "T": T,
+                    "criterion": criterion,
+                    "rate": k / n,
+                    "lo": lo,
+                    "hi": hi,
+                    "n": n,
+                }
+            )
     d = pd.DataFrame(rows)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    palette = dict(zip(CELL_ORDER, sns.color_palette("tab10", 3)))
     for i, cell in enumerate(c for c in CELL_ORDER if c in set(d.cell)):
-        g = d[d.cell == cell].sort_values("T")
-        x = g["T"] * (1 + 0.03 * (i - 1))  # small offsets so the intervals do not overlap
-        ax.errorbar(
-            x,
-            g.rate,
-            yerr=[g.rate - g.lo, g.hi - g.rate],
-            marker="o",
-            capsize=3,
-            label=f"{cell.upper()} (n={g.n.max()} seeds)",
-        )
+        for criterion, ls, marker in (("solved", "-", "o"), ("learned", "--", "s")):
+            g = d[(d.cell == cell) & (d.criterion == criterion)].sort_values("T")
+            x = g["T"] * (1 + 0.03 * (i - 1) + (0.01 if criterion == "learned" else 0))
+            label = f"{cell.upper()}: {criterion}"
+            ax.errorbar(
+                x,
+                g.rate,
+                yerr=[g.rate - g.lo, g.hi - g.rate],
+                ls=ls,
+                marker=marker,
+                capsize=3,
+                color=palette[cell],
+                label=label,
+            )
     ax.set_xscale("log")
     ax.set_xticks(sorted(d["T"].unique()), [str(t) for t in sorted(d["T"].unique())])
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("sequence length T (steps of lag)")
-    ax.set_ylabel("fraction of seeds solved")
-    ax.set_title(title)
-    ax.legend()
+    ax.set_ylabel(f"fraction of seeds (n = {d.n.max()}), 95 % CI")
+    ax.set_title(
+        title + f"\nsolved: the task's criterion; learned: loss < {learned:g} x baseline",
+        fontsize=10,
+    )
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
 
