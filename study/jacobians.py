@@ -58,8 +58,8 @@ def jacobian_norms(
     flat = flat.detach()  # (E, T, S)
     E, _, S = flat.shape
     g = torch.Generator().manual_seed(seed)
-    spectral = torch.zeros(E, len(lags), dtype=flat.dtype)
-    frobenius = torch.zeros(E, len(lags), dtype=flat.dtype)
+    spectral = torch.zeros(E, len(lags), dtype=flat.dtype, device=flat.device)
+    frobenius = torch.zeros(E, len(lags), dtype=flat.dtype, device=flat.device)
     gx = gx.detach()
     for j, k in enumerate(lags):
         start = T - 1 - k  # J_k maps s_start to s_{T-1}: the inputs of steps start+1 .. T-1
@@ -71,12 +71,12 @@ def jacobian_norms(
         s0 = flat[:, start]
         _, pullback = vjp(f, s0)
         # Frobenius: row i of J (for every example at once) is the pullback of the basis vector e_i
-        basis = torch.eye(S, dtype=flat.dtype).unsqueeze(1).expand(S, E, S)
+        basis = torch.eye(S, dtype=flat.dtype, device=flat.device).unsqueeze(1).expand(S, E, S)
         rows = vmap(pullback)(basis)[0]  # (S, E, S)
         frobenius[:, j] = rows.pow(2).sum(dim=(0, 2)).sqrt()
         # Spectral: power iteration v <- J^T J v / ||J^T J v||, per example (J is block-diagonal
         # across the batch, so normalising each example's block keeps them independent)
-        v = torch.randn(E, S, generator=g, dtype=flat.dtype)
+        v = torch.randn(E, S, generator=g, dtype=flat.dtype).to(flat.device)
         v = v / v.norm(dim=1, keepdim=True)
         for _ in range(power_iters):
             _, Jv = jvp(f, (s0,), (v,))

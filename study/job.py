@@ -39,6 +39,7 @@ class Job:
     settings: TrainSettings
     probes: ProbeSettings
     make_optimizer: object  # callable(params) -> torch.optim.Optimizer
+    device: str
 
 
 def run_id(overrides: list[str], seed: int) -> str:
@@ -70,11 +71,12 @@ def build(cfg: DictConfig) -> Job:
         settings = TrainSettings(**train_cfg)
         make_optimizer = instantiate(optimizer)
         probes = instantiate(cfg.probe)
+        device = resolve_device(cfg.device)
     except InstantiationException as e:
         raise ConfigError(_one_line(e.__cause__ or e)) from e
     except (TypeError, ValueError, OmegaConfBaseException, HydraException) as e:
         raise ConfigError(_one_line(e)) from e
-    return Job(task, model, settings, probes, make_optimizer)
+    return Job(task, model, settings, probes, make_optimizer, device)
 
 
 def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
@@ -97,6 +99,7 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
         "hidden_size": job.model.cell.hidden_size,
         "n_params": job.model.n_params(),
         "task": type(job.task).__name__,
+        "device": job.device,
         "metric_name": job.task.metric_name,
         "baseline": job.task.baseline,
         **rundir.provenance(),
@@ -120,6 +123,7 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
             probes=job.probes,
             progress=cfg.progress,
             checkpoint=checkpoint,
+            device=job.device,
         )
     except Exception:
         info |= {"status": "failed", "traceback": traceback.format_exc()}
@@ -137,6 +141,17 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
     checkpoint.remove()
     print(f"{records.status:<9} {out}", file=sys.stderr)
     return records.status
+
+
+def resolve_device(device: str) -> str:
+    """cpu | cuda | auto -> the device to train on; cuda without a GPU is a config error."""
+    if device not in ("cpu", "cuda", "auto"):
+        raise ConfigError(f"device={device!r} is unknown: allowed cpu, cuda, auto")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda is unavailable: torch sees no CUDA device (use cpu or auto)")
+    return device
 
 
 def _one_line(e: BaseException) -> str:

@@ -111,6 +111,7 @@ def train(
     probes: ProbeSettings | None = None,
     progress: bool | None = None,
     checkpoint: Checkpoint | None = None,
+    device: str | torch.device = "cpu",
 ) -> Records:
     """Train `model` on `task`. The model must already be initialised from `seed`.
 
@@ -118,10 +119,12 @@ def train(
     checkpoint: where to save and resume from. A resumed run continues from its last checkpoint
     (model, optimiser, data stream and records so far) and ends with exactly the records of an
     uninterrupted run.
+    device: where the model trains; batches are generated on the CPU (seeded) and moved there.
     """
     s, probes = settings, probes or ProbeSettings()
     gen = data_generator(seed, "train")
-    eval_batch = task.sample(s.eval_size, data_generator(seed, "eval"))
+    model.to(device)
+    eval_batch = task.sample(s.eval_size, data_generator(seed, "eval")).to(device)
     params = list(model.parameters())
     optimizer = make_optimizer(params)
     records, start = Records(), 0
@@ -137,7 +140,7 @@ def train(
         range(start, s.steps + 1), desc="train", initial=start, total=s.steps + 1, disable=disable
     )
     for step in bar:
-        batch = task.sample(s.batch_size, gen)
+        batch = task.sample(s.batch_size, gen).to(device)
         log = step % s.log_every == 0 or step == s.steps
         if log:  # probe the model as it is before this step's update
             every = probes.jacobian_every

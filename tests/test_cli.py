@@ -111,6 +111,7 @@ def test_divergence_is_recorded_and_exits_zero(tmp_path):
         (["train.stepz=5"], "error: Could not override 'train.stepz'"),
         (["task.length=[1"], "error: malformed override 'task.length=[1'"),
         (["-m", "task.length=10,1"], "error: task.length=1 is invalid"),
+        (["device=tpu"], "error: device='tpu' is unknown: allowed cpu, cuda, auto"),
     ],
 )
 def test_bad_input_stops_with_one_line_before_writing(tmp_path, args, line):
