@@ -64,6 +64,48 @@ def step_ms(cell, H, B, T, impl, repeats, device="cpu") -> float:
     return 1e3 * statistics.median(times)
 
 
+def targets_table(H=128, B=64, T=200, repeats=15, device="cpu") -> pd.DataFrame:
+    """Fast versus native at the size the targets are stated for, the two paths' steps
+    interleaved (native, fast, native, ...) so that drift in the machine's speed cancels."""
+    rows = []
+    for cell in CELLS:
+        runs = {impl: _setup(cell, H, B, T, impl, device) for impl in ("native", "fast")}
+        times = {impl: [] for impl in runs}
+
+        def step(impl, runs=runs):
+            task, model, opt, batch = runs[impl]
+            loss = task.loss(task.select(model.predict(batch.x)), batch).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        for r in range(repeats + 2):
+            for impl in runs:
+                _sync(device)
+                t0 = time.perf_counter()
+                step(impl)
+                _sync(device)
+                if r >= 2:  # warm-up
+                    times[impl].append(time.perf_counter() - t0)
+        native, fast = (1e3 * statistics.median(times[i]) for i in ("native", "fast"))
+        rows.append(
+            {
+                "cell": cell,
+                "H": H,
+                "B": B,
+                "T": T,
+                "native_ms": native,
+                "fast_ms": fast,
+                "fast/native": fast / native,
+            }
+        )
+        print(
+            f"  {cell}: native {native:.1f} ms, fast {fast:.1f} ms, ratio {fast / native:.3f}",
+            flush=True,
+        )
+    return pd.DataFrame(rows)
+
+
 def probe_ms(cell, H, B, T, jacobians: bool, repeats=3, device="cpu") -> float:
     task, model, _, batch = _setup(cell, H, B, T, "fast", device)
     settings = ProbeSettings(jacobian_examples=4)
@@ -214,6 +256,8 @@ def main(argv=None) -> None:
         mem_Ts, probe_size, w = [250, 500, 1000], (128, 64, 200), 100
 
     tables = {}
+    print("targets (H=128, B=64, T=200, interleaved):", flush=True)
+    tables[f"targets{tag}"] = targets_table(repeats=3 if args.quick else 15, device=args.device)
     print("ms per training step (forward + backward + Adam), median:", flush=True)
     tables[f"speed{tag}"] = speed_table(*grid, repeats, args.device)
     if args.device == "cpu":
