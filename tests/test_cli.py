@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
@@ -119,4 +120,14 @@ def test_bad_input_stops_with_one_line_before_writing(tmp_path, args, line):
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(line), proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
+    proc = run_cli("device=cuda", out=tmp_path / "out", check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == (
+        "error: device=cuda is unavailable: torch sees no CUDA device (use cpu or auto)"
+    )
     assert not (tmp_path / "out").exists()
