@@ -149,7 +149,7 @@ def success_vs_lag(runs: pd.DataFrame, title: str, learned: float = 0.1):
                 }
             )
     d = pd.DataFrame(rows)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(8, 4.2))
     palette = dict(zip(CELL_ORDER, sns.color_palette("tab10", 3)))
     for i, cell in enumerate(c for c in CELL_ORDER if c in set(d.cell)):
         for criterion, ls, marker in (("solved", "-", "o"), ("learned", "--", "s")):
@@ -167,6 +167,7 @@ def success_vs_lag(runs: pd.DataFrame, title: str, learned: float = 0.1):
                 label=label,
             )
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(sorted(d["T"].unique()), [str(t) for t in sorted(d["T"].unique())])
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("sequence length T (steps of lag)")
@@ -175,7 +176,7 @@ def success_vs_lag(runs: pd.DataFrame, title: str, learned: float = 0.1):
         title + f"\nsolved: the task's criterion; learned: loss < {learned:g} x baseline",
         fontsize=10,
     )
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 
