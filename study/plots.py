@@ -319,19 +319,37 @@ def matched_comparison(runs: pd.DataFrame, flow: pd.DataFrame):
     first = g[g.lag == g.path.map(T)].set_index("path").value
     last = g[g.lag == 0].set_index("path").value
     r["per_step"] = (first / last).reindex(r.path).values ** (1 / T.reindex(r.path).values)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     order = [c for c in CELL_ORDER if c in set(r.cell)]
-    sns.stripplot(r, x="cell", y="rel_loss", hue="matching", dodge=True, order=order, ax=a)
+    hue = ["equal H", "equal parameters"]
+    sizes = r.groupby(["cell", "matching"]).agg(H=("hidden_size", "first"), n=("n_params", "first"))
+    ticks = [
+        f"{c.upper()}\n"
+        + " | ".join(f"H={sizes.loc[(c, m), 'H']}" for m in hue if (c, m) in sizes.index)
+        for c in order
+    ]
+    sns.stripplot(
+        r, x="cell", y="rel_loss", hue="matching", hue_order=hue, dodge=True, order=order, ax=a
+    )
     a.set_yscale("log")
     a.axhline(1, ls="--", color="k", lw=1)
     a.set_ylabel("final eval loss / memoryless baseline (log)")
     a.set_title(f"Learning at T = {int(T.max() + 1)}")
     sns.stripplot(
-        r, x="cell", y="per_step", hue="matching", dodge=True, order=order, ax=b, legend=False
+        r,
+        x="cell",
+        y="per_step",
+        hue="matching",
+        hue_order=hue,
+        dodge=True,
+        order=order,
+        ax=b,
+        legend=False,
     )
     b.set_ylabel("gradient decay factor per step at init")
     b.set_title("Gradient flow at initialisation")
-    sizes = r.groupby(["cell", "matching"]).hidden_size.first().unstack().to_string()
-    fig.text(0.01, 0.01, "hidden sizes:\n" + sizes, fontsize=6, family="monospace", va="bottom")
+    for ax in (a, b):
+        ax.set_xticks(range(len(order)), ticks)
+        ax.set_xlabel("cell (hidden size: equal H | equal parameters)")
     fig.tight_layout()
     return fig
