@@ -46,6 +46,7 @@ FLOW_COLUMNS = ["step", "quantity", "state", "position", "lag", "stat", "value"]
 @dataclass
 class ProbeSettings:
     precision: str = "float64"  # dtype of the probe copy (float32 underflows at long lags)
+    every: int = 0  # probe at step 0, the last step and every this many steps; 0 = every log step
     jacobian_examples: int = 0  # examples whose state Jacobians are computed; 0 = off (costly)
     jacobian_lags: int = 8  # about this many log-spaced lags from 1 to T-1
     jacobian_every: int = 1000  # Jacobians at step 0, the last step and every this many steps
@@ -57,7 +58,7 @@ class ProbeSettings:
         if self.precision not in ("float64", "float32"):
             bad = f"probe.precision={self.precision!r}"
             raise ValueError(f"{bad} is invalid: allowed float64, float32")
-        for key in ("jacobian_examples", "jacobian_lags", "power_iters", "jacobian_every"):
+        for key in ("every", "jacobian_examples", "jacobian_lags", "power_iters", "jacobian_every"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"probe.{key}={value!r} is invalid: must be an integer >= 0")

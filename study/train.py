@@ -142,9 +142,12 @@ def train(
     for step in bar:
         batch = task.sample(s.batch_size, gen).to(device)
         log = step % s.log_every == 0 or step == s.steps
-        if log:  # probe the model as it is before this step's update
+        ends = step in (0, s.steps)
+        probe = log if probes.every == 0 else ends or step % probes.every == 0
+        probed = None
+        if probe:  # probe the model as it is before this step's update
             every = probes.jacobian_every
-            jac = step in (0, s.steps) or (every > 0 and step % every == 0)
+            jac = ends or (every > 0 and step % every == 0)
             probed = run_probes(model, task, batch, step, probes, jacobians=jac)
             records.flow.append(probed.flow)
             records.evidence.append(probed.evidence)
@@ -175,8 +178,12 @@ def train(
                 {"step": step, "name": "grad_norm", "value": grad_norm},
                 {"step": step, "name": "eval_loss", "value": eval_loss},
                 {"step": step, "name": "eval_metric", "value": eval_metric},
-                *({"step": step, "name": k, "value": v} for k, v in probed.scalars.items()),
             ]
+        if probed is not None:
+            records.metrics += [
+                {"step": step, "name": k, "value": v} for k, v in probed.scalars.items()
+            ]
+        if log:
             records.final = {
                 "step": step,
                 "eval_loss": eval_loss,

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from study.probes import batch_summary, gradient_flow
+from study.probes import ProbeSettings, batch_summary, gradient_flow
 from study.tasks.adding import Adding
 from study.train import TrainSettings, train
 from tests.conftest import small_model
@@ -108,3 +108,24 @@ def test_batch_summary_matches_numpy():
         np.testing.assert_allclose(out["median"][t], np.median(v), rtol=1e-12)
         np.testing.assert_allclose(out["q10"][t], np.percentile(v, 10), rtol=1e-12)
         np.testing.assert_allclose(out["q90"][t], np.percentile(v, 90), rtol=1e-12)
+
+
+def test_a_sparser_probe_schedule_records_the_same_values_at_its_steps():
+    def run(every):
+        model = small_model("lstm", hidden=6, dtype=torch.float32)
+        settings = TrainSettings(steps=8, batch_size=8, log_every=2, eval_size=32)
+        probes = ProbeSettings(every=every)
+        opt = lambda p: torch.optim.Adam(p, lr=1e-2)  # noqa: E731
+        return train(model, Adding(8), opt, settings, seed=0, probes=probes, progress=False)
+
+    dense, sparse = run(0), run(4)
+    assert sorted(sparse.flow_frame().step.unique()) == [0, 4, 8]
+    flow = dense.flow_frame()
+    pd.testing.assert_frame_equal(
+        flow[flow.step.isin([0, 4, 8])].reset_index(drop=True),
+        sparse.flow_frame(),
+        check_exact=True,
+    )
+    m_dense, m_sparse = dense.metrics_frame(), sparse.metrics_frame()
+    evals = lambda m: m[m.name != "effective_horizon"].reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(evals(m_dense), evals(m_sparse), check_exact=True)
