@@ -73,9 +73,9 @@ def build(cfg: DictConfig) -> Job:
         probes = instantiate(cfg.probe)
         device = resolve_device(cfg.device)
     except InstantiationException as e:
-        raise ConfigError(_one_line(e.__cause__ or e)) from e
+        raise ConfigError(one_line(e.__cause__ or e)) from e
     except (TypeError, ValueError, OmegaConfBaseException, HydraException) as e:
-        raise ConfigError(_one_line(e)) from e
+        raise ConfigError(one_line(e)) from e
     return Job(task, model, settings, probes, make_optimizer, device)
 
 
@@ -154,7 +154,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     """An exception's message on one line, without Hydra's search-path and hint boilerplate."""
     lines = [ln.strip() for ln in str(e).splitlines()]
     keep = [ln for ln in lines if ln and not ln.startswith(("Config search path", "full_key"))]

@@ -126,11 +126,6 @@ def effective_horizon(by_lag: np.ndarray, fraction: float) -> int:
     return int(len(ok) - 1 if ok.all() else np.argmin(ok) - 1)
 
 
-def _cast(batch: Batch, dtype: torch.dtype) -> Batch:
-    cast = lambda t: t.to(dtype) if t is not None and t.is_floating_point() else t  # noqa: E731
-    return Batch(*(cast(getattr(batch, k)) for k in batch.__dataclass_fields__))
-
-
 def gradient_flow(
     model: SequenceModel, task: Task, batch: Batch, dtype: torch.dtype = torch.float64
 ) -> tuple[dict, dict[str, Tensor]]:
@@ -146,7 +141,7 @@ def gradient_flow(
     with respect to the inputs and the readout outputs, for the other probes.
     """
     probe_model = copy.deepcopy(model).to(dtype)
-    b = _cast(batch, dtype)
+    b = batch.apply(lambda t: t.to(dtype) if t.is_floating_point() else t)
     x = b.x.detach().requires_grad_(True)
     traj = probe_model(x, b.valid)
     loss_sum = task.loss(task.select(traj.y), b).sum()

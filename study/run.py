@@ -17,7 +17,7 @@ from hydra.errors import MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from study.job import ConfigError, _one_line, build, run_job
+from study.job import ConfigError, build, one_line, run_job
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -50,7 +50,7 @@ def precheck(argv: list[str]) -> None:
         try:
             parsed += parser.parse_overrides([line])
         except Exception as e:  # hydra's OverrideParseException, or a grammar error
-            sys.exit(f"error: malformed override {line!r}: {_one_line(e).split(' See https')[0]}")
+            sys.exit(f"error: malformed override {line!r}: {one_line(e).split(' See https')[0]}")
 
     def render(o: Override, value) -> str:
         return (
@@ -80,7 +80,7 @@ def precheck(argv: list[str]) -> None:
         except ConfigError as e:
             sys.exit(f"error: {e}")
         except Exception as e:
-            sys.exit(f"error: {_one_line(e)}")
+            sys.exit(f"error: {one_line(e)}")
 
 
 if __name__ == "__main__":

@@ -23,13 +23,17 @@ class Batch:
     valid: Tensor | None = None  # (B, T) bool, False on left padding; None: every step is real
     loss_mask: Tensor | None = None  # (B, K) bool: which loss positions count; None: all
 
+    def apply(self, fn) -> Batch:
+        """A new Batch with fn applied to every tensor field (None stays None)."""
+        return Batch(
+            *(None if (t := getattr(self, k)) is None else fn(t) for k in self.__dataclass_fields__)
+        )
+
     def to(self, device) -> Batch:
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Batch(*(move(getattr(self, k)) for k in self.__dataclass_fields__))
+        return self.apply(lambda t: t.to(device))
 
     def __getitem__(self, idx) -> Batch:
-        pick = lambda t: None if t is None else t[idx]  # noqa: E731
-        return Batch(*(pick(getattr(self, k)) for k in self.__dataclass_fields__))
+        return self.apply(lambda t: t[idx])
 
 
 class Task:
