@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from study import runtime
 from study.model import build_model
 from study.probes import ProbeSettings, run_probes
 from study.tasks.adding import Adding
@@ -175,7 +176,7 @@ def _rss_mib(field: str) -> float:
 
 def _peak_rss_worker(args, queue) -> None:
     cell, H, B, T, probe = args
-    torch.set_num_threads(1)
+    runtime.configure(1)
     task, model, opt, batch = _setup(cell, H, B, T, "fast")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     before = _rss_mib("VmRSS")
@@ -206,7 +207,7 @@ def memory_table(cell, H, B, Ts) -> pd.DataFrame:
 
 def _throughput_worker(args, queue) -> None:
     cell, H, B, T, steps = args
-    torch.set_num_threads(1)
+    runtime.configure(1)
     task, model, opt, batch = _setup(cell, H, B, T, "fast")
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -244,7 +245,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (speed table only)")
     parser.add_argument("--out", default="results/bench", help="where the CSVs go")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    runtime.configure(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "" if args.device == "cpu" else f"_{args.device}"

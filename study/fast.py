@@ -6,10 +6,16 @@
              hand-written loop measured here); for the RNN and GRU, which torch.nn does not fuse on
              CPU, a whole-sequence autograd.Function with a hand-written backward through time
 
-Both return the hidden states h_t of every step, (B, T, H). They do not expose the per-step state
-gradients: the probes always run the explicit cells (study/probes.py), on their own schedule.
-Variable-length batches (left padding) and the LSTM without a forget gate use the explicit cells.
-tests/test_fast.py checks every path against the explicit cells and torch.nn in float64.
+The whole-sequence Functions (RNNSequence, GRUSequence, LSTMSequence) take the input and the
+cell's four parameters and return h_t for every step. Every tensor may carry a leading *member*
+dimension E: then E models with stacked weights run as one (batched matmuls), which is how seed
+ensembles train (study/ensemble.py). Inside, tensors are laid out (*members, T, B, features):
+each step's slice is one contiguous block per member.
+
+They do not expose the per-step state gradients: the probes always run the explicit cells
+(study/probes.py), on their own schedule. Variable-length batches (left padding) and the LSTM
+without a forget gate use the explicit cells. tests/test_fast.py checks every path against the
+explicit cells and torch.nn in float64.
 """
 
 from __future__ import annotations
@@ -33,11 +39,21 @@ def hidden_states(cell: Cell, x: Tensor, impl: str) -> Tensor:
     """h_t for every step, (B, T, H), by the native or the fast path (see the module docstring)."""
     if impl == "native" or x.is_cuda or cell.kind == "lstm":
         return native_module(cell)(x)[0]
-    gx = cell.project_inputs(x)
-    if cell.kind == "gru":
-        return GRUSequence.apply(gx, cell.weight_hh_l0, cell.bias_hh_l0)
-    relu = cell.nonlinearity == "relu"
-    return RNNSequence.apply(gx, cell.weight_hh_l0, cell.bias_hh_l0, relu)
+    return sequence(cell.kind, cell.nonlinearity if cell.kind == "rnn" else "tanh")(
+        x, cell.weight_ih_l0, cell.bias_ih_l0, cell.weight_hh_l0, cell.bias_hh_l0
+    )
+
+
+def sequence(kind: str, nonlinearity: str = "tanh"):
+    """The whole-sequence Function of a cell: f(x, W_ih, b_ih, W_hh, b_hh) -> hs, each with an
+    optional leading member dimension; x is (*members, B, T, I), hs is (*members, B, T, H)."""
+    if kind == "rnn":
+        relu = nonlinearity == "relu"
+        return lambda *params: RNNSequence.apply(*params, relu)
+    function = {"gru": GRUSequence, "lstm": LSTMSequence}[kind]
+    # inside forward, ctx.needs_input_grad is True even under no_grad: ask here whether the
+    # factors for the backward are needed at all (evaluation runs without them)
+    return lambda *params: function.apply(*params, torch.is_grad_enabled())
 
 
 def native_module(cell: Cell) -> nn.RNNBase:
@@ -56,114 +72,253 @@ def native_module(cell: Cell) -> nn.RNNBase:
     return native
 
 
-def _tanh(a: Tensor) -> Tensor:
-    # tanh(a) = 2 sigmoid(2a) - 1 exactly; torch.tanh is ~10x slower than sigmoid on this CPU
-    # (shared/notes/cpu-performance.md).
-    return torch.sigmoid(2 * a).mul_(2).sub_(1)
+# ---- helpers shared by the Functions; every one works with or without a member dimension ----
+
+
+def _addmm(bias: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """bias + a @ b, for single models (2-d) and stacked members (3-d, batched matmul)."""
+    return torch.addmm(bias, a, b) if a.dim() == 2 else torch.baddbmm(bias, a, b)
+
+
+def _t(w: Tensor) -> Tensor:
+    """A contiguous transposed weight (what the matmul kernels run fastest on)."""
+    return w.transpose(-2, -1).contiguous()
+
+
+def _row(b: Tensor) -> Tensor:
+    """A bias (*members, G) as a row (*members, 1, G) that broadcasts over the batch."""
+    return b.unsqueeze(-2)
+
+
+def _time_major(x: Tensor) -> Tensor:
+    """(*members, B, T, I) -> (*members, T*B, I), contiguous: rows ordered by step, then example."""
+    xt = x.transpose(-3, -2).contiguous()
+    return xt.flatten(-3, -2)
+
+
+def _steps(y: Tensor, T: int) -> Tensor:
+    """(*members, T*B, F) -> (*members, T, B, F)."""
+    return y.unflatten(-2, (T, -1))
+
+
+def _batch_major(hs: Tensor) -> Tensor:
+    """(*members, T, B, H) -> (*members, B, T, H), a view."""
+    return hs.transpose(-3, -2)
+
+
+def _sum_outer(d: Tensor, h: Tensor) -> Tensor:
+    """sum over steps and examples of d_tb^T h_tb: (*m, T, B, G), (*m, T, B, H) -> (*m, G, H).
+    Computed as (h^T d)^T: with few input features, d^T h ran ~15x slower on this CPU."""
+    return (h.flatten(-3, -2).transpose(-2, -1) @ d.flatten(-3, -2)).transpose(-2, -1)
+
+
+def _input_grads(ctx, D: Tensor, xt: Tensor, W_ih: Tensor):
+    """Gradients of x, W_ih and b_ih from D = dL/d(W_ih x_t + b_ih), (*m, T, B, G)."""
+    T = D.shape[-3]
+    grad_x = None
+    if ctx.needs_input_grad[0]:
+        grad_x = _batch_major(_steps(D.flatten(-3, -2) @ W_ih, T))
+    return grad_x, _sum_outer(D, _steps(xt, T)), D.sum(dim=(-3, -2))
 
 
 class RNNSequence(torch.autograd.Function):
-    """h_t = phi(gx_t + W_hh h_{t-1} + b_hh) over a whole sequence; gx = W_ih x + b_ih precomputed.
+    """h_t = phi(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh) over a whole sequence.
 
     Backward through time by hand: with delta_t = dL/dh_t (the output gradient plus what comes
     back from step t+1), da_t = delta_t * phi'(a_t) and dL/dh_{t-1} gets da_t W_hh. phi' for
-    every step is computed before the loop, and the weight gradient is one matmul at the end.
+    every step is computed before the loop, and the weight gradients are one matmul each.
     """
 
     @staticmethod
-    def forward(ctx, gx: Tensor, W_hh: Tensor, b_hh: Tensor, relu: bool) -> Tensor:
-        gx = gx.transpose(0, 1) + b_hh  # time-major (T, B, H): contiguous per-step slices
-        T, B, H = gx.shape
-        hs = gx.new_empty(T, B, H)
+    def forward(ctx, x, W_ih, b_ih, W_hh, b_hh, relu: bool):
+        T = x.shape[-2]
+        xt = _time_major(x)
         if relu:
-            W_t, h = W_hh.t().contiguous(), gx.new_zeros(B, H)
+            u = _steps(_addmm(_row(b_ih + b_hh), xt, _t(W_ih)), T)  # input part of a_t, all t
+            W_t = _t(W_hh)
+            hs = torch.empty_like(u)
+            h = u.new_zeros(u[..., 0, :, :].shape)
             for t in range(T):
-                h = torch.clamp_min(torch.addmm(gx[t], h, W_t), 0, out=hs[t])
+                h = torch.clamp_min(_addmm(u[..., t, :, :], h, W_t), 0, out=hs[..., t, :, :])
         else:
             # tanh(a) = 2 sigmoid(2a) - 1 (sigmoid is ~10x cheaper than tanh on this CPU). Carry
             # s_t = sigmoid(2 a_t) instead of h_t = 2 s_t - 1: then
-            #   2 a_{t+1} = 2 (gx_{t+1} + b_hh - W_hh 1) + 4 W_hh s_t,
-            # one addmm and one sigmoid per step; h = 2 s - 1 for all steps after the loop.
-            u0 = 2 * (gx - W_hh.sum(dim=1))
-            W4_t = (4 * W_hh).t().contiguous()
-            s = torch.sigmoid(2 * gx[0], out=hs[0])  # h_{-1} = 0: the first step has no W term
-            for t in range(1, T):
-                s = torch.sigmoid(torch.addmm(u0[t], s, W4_t), out=hs[t])
+            #   2 a_t = [2 W_ih x_t + 2 (b_ih + b_hh) - 2 W_hh 1] + 4 W_hh s_{t-1},
+            # the bracket for all steps in one matmul, one addmm and one sigmoid per step, and
+            # h = 2 s - 1 for all steps after the loop. h_{-1} = 0 is s_{-1} = 1/2.
+            bias = 2 * (b_ih + b_hh - W_hh.sum(dim=-1))
+            u = _steps(_addmm(_row(bias), xt, _t(2 * W_ih)), T)
+            W4_t = _t(4 * W_hh)
+            hs = torch.empty_like(u)
+            s = u.new_full(u[..., 0, :, :].shape, 0.5)
+            for t in range(T):
+                s = torch.sigmoid(_addmm(u[..., t, :, :], s, W4_t), out=hs[..., t, :, :])
             hs.mul_(2).sub_(1)
         ctx.relu = relu
-        ctx.save_for_backward(hs, W_hh)
-        return hs.transpose(0, 1)
+        ctx.save_for_backward(xt, W_ih, W_hh, hs)
+        return _batch_major(hs)
 
     @staticmethod
-    def backward(ctx, grad_hs: Tensor):
-        hs, W_hh = ctx.saved_tensors
+    def backward(ctx, grad_hs):
+        xt, W_ih, W_hh, hs = ctx.saved_tensors
         # a private time-major copy: the loop accumulates into it in place
-        grad_hs = grad_hs.transpose(0, 1).clone(memory_format=torch.contiguous_format)
-        T, B, H = hs.shape
+        da = _batch_major(grad_hs).contiguous()
+        T = hs.shape[-3]
         dphi = (hs > 0).to(hs.dtype) if ctx.relu else 1 - hs * hs  # phi'(a_t), all steps at once
-        da = grad_hs.mul_(dphi)  # the output gradient's part of da_t, all steps at once
-        back = hs.new_zeros(B, H)  # dL/dh_t arriving from step t+1
+        da.mul_(dphi)  # the output gradient's part of da_t, all steps at once
+        back = torch.zeros_like(hs[..., 0, :, :])  # dL/dh_t arriving from step t+1
         for t in range(T - 1, -1, -1):
-            torch.addcmul(da[t], back, dphi[t], out=da[t])  # da_t = (g_t + back) phi'(a_t)
-            back = torch.mm(da[t], W_hh)
+            da_t = da[..., t, :, :]
+            torch.addcmul(da_t, back, dphi[..., t, :, :], out=da_t)  # (delta_t + back) phi'
+            back = da_t @ W_hh
         # dW_hh = sum_t da_t^T h_{t-1}; step 0 contributes nothing (h_{-1} = 0)
-        grad_W = da[1:].reshape(-1, H).t() @ hs[:-1].reshape(-1, H)
-        return da.transpose(0, 1), grad_W, da.sum(dim=(0, 1)), None
+        grad_W_hh = _sum_outer(da[..., 1:, :, :], hs[..., :-1, :, :])
+        grad_x, grad_W_ih, grad_b = _input_grads(ctx, da, xt, W_ih)
+        return grad_x, grad_W_ih, grad_b, grad_W_hh, grad_b.clone(), None
 
 
 class GRUSequence(torch.autograd.Function):
-    """The GRU (torch's convention, see cells.GRUCell) over a whole sequence, gx precomputed.
+    """The GRU (torch's convention, see cells.GRUCell) over a whole sequence.
 
-    Forward saves r, z, n and W_hn h + b_hn per step. Backward, with delta = dL/dh_t:
+    Backward, with delta = dL/dh_t:
         dn = delta (1 - z),  dz = delta (h_{t-1} - n),  da_n = dn (1 - n^2)
         da_r = da_n (W_hn h + b_hn) r (1 - r),  da_z = dz z (1 - z)
         dL/dh_{t-1} = delta z + [da_r, da_z, da_n r] W_hh
-    The factors that do not depend on delta are computed for all steps before the loop, so each
-    step is one broadcast multiply and one matmul.
+    The factors that multiply delta are computed in the forward loop, while they are in cache,
+    into K = [k_n r, k_r, k_z, k_n] per step. One broadcast multiply delta * K then gives, in
+    one buffer D, both gradients that differ only in the n block: D[0:3] = [da_n r, da_r, da_z]
+    (the recurrent pre-activation, against W_hh with its rows in the order n, r, z) and
+    D[1:4] = [da_r, da_z, da_n] (the input projection, in torch's order r, z, n).
     """
 
     @staticmethod
-    def forward(ctx, gx: Tensor, W_hh: Tensor, b_hh: Tensor) -> Tensor:
-        gx = gx.transpose(0, 1).contiguous()
-        T, B, G = gx.shape
-        H = G // 3
-        W_t = W_hh.t().contiguous()
-        hs, r_s, z_s, n_s, hn_s = (gx.new_empty(T, B, H) for _ in range(5))
-        h = gx.new_zeros(B, H)
-        for t in range(T):
-            gh = torch.addmm(b_hh, h, W_t)
-            x_r, x_z, x_n = gx[t].split(H, dim=1)
-            h_r, h_z, h_n = gh.split(H, dim=1)
-            r = torch.sigmoid(x_r + h_r, out=r_s[t])
-            z = torch.sigmoid(x_z + h_z, out=z_s[t])
-            n = torch.sigmoid(torch.addcmul(x_n, r, h_n).mul_(2), out=n_s[t]).mul_(2).sub_(1)
-            torch.addcmul(n, z, h - n, out=hs[t])  # (1 - z) n + z h
-            hn_s[t] = h_n
-            h = hs[t]
-        ctx.save_for_backward(hs, r_s, z_s, n_s, hn_s, W_hh)
-        return hs.transpose(0, 1)
+    def forward(ctx, x, W_ih, b_ih, W_hh, b_hh, grad: bool):
+        T, H = x.shape[-2], W_hh.shape[-1]
+        xt = _time_major(x)
+        # n = tanh(a_n) = 2 sigmoid(2 a_n) - 1, so the n block runs doubled: 2 a_n =
+        # 2 (W_in x + b_in) + r * 2 (W_hn h + b_hn). b_hr and b_hz join the input part.
+        one, two = torch.ones_like(b_ih[..., :H]), torch.full_like(b_ih[..., :H], 2.0)
+        scale = torch.cat([one, one, two], dim=-1)  # per row of the weights: 1, 1, 2
+        zero = torch.zeros_like(b_hh[..., :H])
+        gx_bias = scale * (b_ih + torch.cat([b_hh[..., : 2 * H], zero], dim=-1))
+        gx = _steps(_addmm(_row(gx_bias), xt, _t(scale.unsqueeze(-1) * W_ih)), T)
+        gh_bias = _row(torch.cat([zero, zero, 2 * b_hh[..., 2 * H :]], dim=-1))
+        W_t = _t(scale.unsqueeze(-1) * W_hh)
+
+        hs = gx.new_empty(gx.shape[:-1] + (H,))
+        rz_s = gx.new_empty(gx.shape[:-1] + (2 * H,))  # r and z of every step
+        K = gx.new_empty(gx.shape[:-1] + (4, H)) if grad else None
+        ones = torch.ones_like(hs[..., 0, :, :])
+        h = torch.zeros_like(ones)
+        for t, (gx_t, h_t, rz) in enumerate(zip(*(a.unbind(-3) for a in (gx, hs, rz_s)))):
+            gh = _addmm(gh_bias, h, W_t)  # [W_hr h, W_hz h, 2 (W_hn h + b_hn)]
+            torch.sigmoid(torch.add(gx_t[..., : 2 * H], gh[..., : 2 * H]), out=rz)
+            r, z, gh_n = rz[..., :H], rz[..., H:], gh[..., 2 * H :]
+            n = torch.sigmoid(torch.addcmul(gx_t[..., 2 * H :], r, gh_n)).mul_(2).sub_(1)
+            h_minus_n = h - n
+            if grad:
+                k_nr, k_r, k_z, k_n = K[..., t, :, :, :].unbind(-2)
+                one_minus_n2 = torch.addcmul(ones, n, n, value=-1)
+                torch.addcmul(one_minus_n2, z, one_minus_n2, value=-1, out=k_n)  # (1-z)(1-n^2)
+                torch.mul(k_n, r, out=k_nr)
+                d_rz = torch.addcmul(rz, rz, rz, value=-1)  # sigmoid' = s (1 - s)
+                torch.mul(k_n, gh_n, out=k_r).mul_(d_rz[..., :H]).mul_(0.5)  # gh_n is doubled
+                torch.mul(h_minus_n, d_rz[..., H:], out=k_z)
+            h = torch.addcmul(n, z, h_minus_n, out=h_t)  # (1 - z) n + z h
+        if grad:
+            ctx.save_for_backward(xt, W_ih, W_hh, hs, rz_s, K)
+        return _batch_major(hs)
 
     @staticmethod
-    def backward(ctx, grad_hs: Tensor):
-        hs, r, z, n, hn, W_hh = ctx.saved_tensors
+    def backward(ctx, grad_hs):
+        xt, W_ih, W_hh, hs, rz, K = ctx.saved_tensors
+        H = W_hh.shape[-1]
         # a private time-major copy; the loop turns delta[t] into dL/dh_t in place
-        delta = grad_hs.transpose(0, 1).clone(memory_format=torch.contiguous_format)
-        T, B, H = hs.shape
-        h_prev_minus_n = torch.empty_like(n)
-        h_prev_minus_n[0] = -n[0]  # h_{-1} = 0
-        torch.sub(hs[:-1], n[1:], out=h_prev_minus_n[1:])
-        k_n = (1 - z) * (1 - n * n)  # da_n = delta k_n
-        # what multiplies delta in each block of the recurrent pre-activation [r, z, n]:
-        # da_r = delta k_n (W_hn h + b_hn) r (1 - r),  da_z = delta (h_prev - n) z (1 - z),  da_n r
-        K = torch.stack([k_n * hn * r * (1 - r), h_prev_minus_n * z * (1 - z), k_n * r], dim=2)
-        d_gh = hs.new_empty(T, B, 3, H)
-        back = hs.new_zeros(B, H)
+        delta = _batch_major(grad_hs).contiguous()
+        W_nrz = torch.cat([W_hh[..., 2 * H :, :], W_hh[..., : 2 * H, :]], dim=-2)
+        D = torch.empty_like(K)
+        back = torch.zeros_like(hs[..., 0, :, :])
+        steps = zip(delta.unbind(-3), rz[..., H:].unbind(-3), K.unbind(-4), D.unbind(-4))
+        for d, z, K_t, D_t in reversed(list(steps)):
+            d.add_(back)
+            torch.mul(d.unsqueeze(-2), K_t, out=D_t)  # all four blocks in one op
+            back = _addmm(d * z, D_t[..., :3, :].flatten(-2), W_nrz)
+        D_h = D[..., :3, :].flatten(-2)  # [da_n r, da_r, da_z]: rows n, r, z of W_hh
+        D_x = D[..., 1:, :].flatten(-2)  # [da_r, da_z, da_n]: dL/d(W_ih x + b_ih)
+        # dW_hh = sum_t D_h,t^T h_{t-1}; step 0 contributes nothing (h_{-1} = 0)
+        grad_W_hh = _sum_outer(D_h[..., 1:, :, :], hs[..., :-1, :, :]).roll(-H, dims=-2)
+        grad_b_hh = D_h.sum(dim=(-3, -2)).roll(-H, dims=-1)  # back to the order r, z, n
+        grad_x, grad_W_ih, grad_b_ih = _input_grads(ctx, D_x, xt, W_ih)
+        return grad_x, grad_W_ih, grad_b_ih, grad_W_hh, grad_b_hh, None
+
+
+class LSTMSequence(torch.autograd.Function):
+    """The LSTM (with forget gate, torch's order i, f, g, o) over a whole sequence. The single
+    model trains through torch.nn.LSTM (oneDNN's fused kernel); this is for stacked members.
+
+    Backward, with dh = dL/dh_t and the cell path's carry dc' = dL/dc_{t+1} f_{t+1}:
+        dc = dc' + dh o (1 - tanh^2 c)
+        da_i = dc g i (1 - i),  da_f = dc c_{t-1} f (1 - f),  da_g = dc i (1 - g^2),
+        da_o = dh tanh(c) o (1 - o),  dL/dh_{t-1} = da W_hh,  carry dc f to step t-1.
+    The forward loop stores what multiplies dc and dh: K = [g i(1-i), c_{t-1} f(1-f), i(1-g^2),
+    tanh(c) o(1-o)] and k_c = o (1 - tanh^2 c).
+    """
+
+    @staticmethod
+    def forward(ctx, x, W_ih, b_ih, W_hh, b_hh, grad: bool):
+        T, H = x.shape[-2], W_hh.shape[-1]
+        xt = _time_major(x)
+        # g = tanh(a_g) = 2 sigmoid(2 a_g) - 1: the g block runs doubled, so that one sigmoid
+        # covers all four gates.
+        one = torch.ones_like(b_ih[..., :H])
+        scale = torch.cat([one, one, 2 * one, one], dim=-1)
+        gx = _steps(_addmm(_row(scale * (b_ih + b_hh)), xt, _t(scale.unsqueeze(-1) * W_ih)), T)
+        W_t = _t(scale.unsqueeze(-1) * W_hh)
+
+        hs = gx.new_empty(gx.shape[:-1] + (H,))
+        if grad:
+            f_s, k_c = torch.empty_like(hs), torch.empty_like(hs)
+            K = gx.new_empty(gx.shape[:-1] + (4, H))
+        h = torch.zeros_like(hs[..., 0, :, :])
+        c = torch.zeros_like(h)
+        for t in range(T):
+            a = torch.sigmoid(_addmm(gx[..., t, :, :], h, W_t))
+            i, f, g, o = a.unflatten(-1, (4, H)).unbind(dim=-2)
+            g = g.mul(2).sub_(1)
+            c_prev, c = c, torch.addcmul(f * c, i, g)
+            sc = torch.sigmoid(2 * c)
+            tc = sc.mul(2).sub_(1)  # tanh(c)
+            h = torch.mul(o, tc, out=hs[..., t, :, :])
+            if grad:
+                K_t = K[..., t, :, :, :]
+                d_a = a * (1 - a)  # sigmoid' of every gate (the g block's is unused)
+                torch.mul(g, d_a[..., :H], out=K_t[..., 0, :])
+                torch.mul(c_prev, d_a[..., H : 2 * H], out=K_t[..., 1, :])
+                torch.mul(i, 1 - g * g, out=K_t[..., 2, :])
+                torch.mul(tc, d_a[..., 3 * H :], out=K_t[..., 3, :])
+                torch.mul(o, sc * (1 - sc), out=k_c[..., t, :, :]).mul_(4)  # 1-tanh^2 = 4 s(1-s)
+                f_s[..., t, :, :] = f
+        if grad:
+            ctx.save_for_backward(xt, W_ih, W_hh, hs, f_s, k_c, K)
+        return _batch_major(hs)
+
+    @staticmethod
+    def backward(ctx, grad_hs):
+        xt, W_ih, W_hh, hs, f, k_c, K = ctx.saved_tensors
+        T = hs.shape[-3]
+        delta = _batch_major(grad_hs).contiguous()  # private copy: dh accumulates in place
+        D = torch.empty_like(K)
+        back = torch.zeros_like(hs[..., 0, :, :])
+        carry = torch.zeros_like(back)  # dL/dc_{t+1} f_{t+1}
         for t in range(T - 1, -1, -1):
-            d = delta[t].add_(back)
-            torch.mul(d.unsqueeze(1), K[t], out=d_gh[t])  # all three blocks in one op
-            back = torch.addmm(d * z[t], d_gh[t].view(B, 3 * H), W_hh)
-        d_gh = d_gh.view(T, B, 3 * H)
-        d_gx = torch.cat([d_gh[..., : 2 * H], delta * k_n], dim=2)
-        # dW_hh = sum_t d_gh_t^T h_{t-1}; step 0 contributes nothing (h_{-1} = 0)
-        grad_W = d_gh[1:].reshape(-1, 3 * H).t() @ hs[:-1].reshape(-1, H)
-        return d_gx.transpose(0, 1), grad_W, d_gh.sum(dim=(0, 1))
+            dh = delta[..., t, :, :].add_(back)
+            dc = torch.addcmul(carry, dh, k_c[..., t, :, :])
+            K_t, D_t = K[..., t, :, :, :], D[..., t, :, :, :]
+            torch.mul(dc.unsqueeze(-2), K_t[..., :3, :], out=D_t[..., :3, :])
+            torch.mul(dh, K_t[..., 3, :], out=D_t[..., 3, :])
+            carry = dc.mul_(f[..., t, :, :])
+            back = D_t.flatten(-2) @ W_hh
+        D = D.flatten(-2)  # dL/da for a = W_ih x + b_ih + W_hh h + b_hh
+        grad_W_hh = _sum_outer(D[..., 1:, :, :], hs[..., :-1, :, :])
+        grad_x, grad_W_ih, grad_b = _input_grads(ctx, D, xt, W_ih)
+        return grad_x, grad_W_ih, grad_b, grad_W_hh, grad_b.clone(), None

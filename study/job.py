@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from study import rundir
+from study import rundir, runtime
 from study.model import SequenceModel
 from study.probes import ProbeSettings
 from study.tasks.base import Task
@@ -88,7 +88,7 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
         print(f"skip   {experiment}/{ident} ({rundir.status(out)})", file=sys.stderr)
         return "skipped"
 
-    torch.set_num_threads(cfg.threads)
+    runtime.configure(cfg.threads)
     info = {
         "run_id": ident,
         "experiment": experiment,

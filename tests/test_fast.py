@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from study.fast import sequence
 from study.tasks.adding import Adding
 from study.train import TrainSettings, train
 from tests.conftest import small_model
@@ -83,3 +84,62 @@ def test_training_records_agree_between_paths(cell):
     torch.testing.assert_close(
         torch.tensor(fast.value.values), torch.tensor(explicit.value.values), rtol=1e-3, atol=1e-5
     )
+
+
+def explicit_states(cell, x):
+    """h_t of the explicit cell, step by step: the reference for the whole-sequence Functions."""
+    state, hs = cell.initial_state(x.shape[0]), []
+    for gx_t in cell.project_inputs(x).unbind(dim=1):
+        state, _ = cell.step(gx_t, state)
+        hs.append(state[0])
+    return torch.stack(hs, dim=1)
+
+
+PARAM_ORDER = ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0")  # sequence()'s order
+
+
+@pytest.mark.parametrize("cell,kw", CELLS, ids=IDS)
+def test_stacked_members_equal_each_explicit_cell(cell, kw):
+    """E = 3 cells with stacked weights through one Function call: every member's states and
+    gradients (input and all four parameters) equal its own explicit cell's, in float64."""
+    members = [small_model(cell, input_size=3, hidden=6, seed=20 + e, **kw).cell for e in range(3)]
+    stacked = [
+        torch.stack([getattr(c, n) for c in members]).detach().requires_grad_(True)
+        for n in PARAM_ORDER
+    ]
+    x = torch.randn(3, 4, 9, 3, dtype=torch.float64, requires_grad=True)
+    hs = sequence(cell, kw.get("nonlinearity", "tanh"))(x, *stacked)
+    probe = torch.randn_like(hs)
+    grads = torch.autograd.grad((hs * probe).sum(), [x, *stacked])
+    for e, member in enumerate(members):
+        x_e = x[e].detach().requires_grad_(True)
+        h_ref = explicit_states(member, x_e)
+        params = [getattr(member, n) for n in PARAM_ORDER]
+        refs = torch.autograd.grad((h_ref * probe[e]).sum(), [x_e, *params])
+        torch.testing.assert_close(hs[e], h_ref, rtol=1e-10, atol=1e-12)
+        for name, g, ref in zip(["x", *PARAM_ORDER], grads, refs):
+            torch.testing.assert_close(g[e], ref, rtol=1e-10, atol=1e-12, msg=f"{e} {name}")
+
+
+def test_lstm_sequence_equals_torch_nn():
+    """The hand-written LSTM backward (used by ensembles) against torch.nn.LSTM, float64."""
+    reference = nn.LSTM(2, 7, batch_first=True).double()
+    params = [getattr(reference, n) for n in PARAM_ORDER]
+    x = torch.randn(5, 13, 2, dtype=torch.float64, requires_grad=True)
+    probe = torch.randn(5, 13, 7, dtype=torch.float64)
+    hs = sequence("lstm")(x, *params)
+    torch.testing.assert_close(hs, reference(x)[0], rtol=1e-10, atol=1e-12)
+    grads = torch.autograd.grad((hs * probe).sum(), [x, *params])
+    refs = torch.autograd.grad((reference(x)[0] * probe).sum(), [x, *params])
+    for name, g, ref in zip(["x", *PARAM_ORDER], grads, refs):
+        torch.testing.assert_close(g, ref, rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_sequence_without_grad_computes_the_same_states(cell):
+    """Under no_grad the Functions skip the backward's factors; the states must not change."""
+    params = [getattr(small_model(cell, hidden=5).cell, n) for n in PARAM_ORDER]
+    x = torch.randn(3, 11, 2, dtype=torch.float64)
+    with torch.no_grad():
+        h_eval = sequence(cell)(x, *params)
+    torch.testing.assert_close(h_eval, sequence(cell)(x, *params), rtol=0, atol=0)
