@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from study.ensemble import Ensemble, Single
 from study.model import SequenceModel
 from study.probes import ProbeSettings, run_probes
 from study.tasks.base import Batch, Task
@@ -72,6 +73,9 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+Members = Single | Ensemble  # one model, or a seed ensemble (study/ensemble.py)
+
+
 class Checkpoint(Protocol):
     """Where a run keeps its resumable state (see rundir.CheckpointFile)."""
 
@@ -90,16 +94,21 @@ def data_generator(seed: int, stream: str) -> torch.Generator:
 
 
 @torch.no_grad()
-def evaluate(model: SequenceModel, task: Task, batch: Batch, chunk: int) -> tuple[float, float]:
-    """Mean loss and metric over a (large) evaluation batch, `chunk` sequences at a time."""
-    loss_sum = metric_sum = 0.0
-    n = batch.x.shape[0]
+def evaluate(
+    members: Members, task: Task, batches: list[Batch], chunk: int
+) -> list[tuple[float, float]]:
+    """Each member's mean loss and metric over its own (large) evaluation batch, `chunk`
+    sequences at a time."""
+    sums = np.zeros((members.size, 2))
+    n = batches[0].x.shape[0]
     for start in range(0, n, chunk):
-        part = batch[start : start + chunk]
-        y_hat = task.select(model.predict(part.x, part.valid))
-        loss_sum += task.loss(y_hat, part).double().sum().item()
-        metric_sum += task.metric(y_hat, part).double().sum().item()
-    return loss_sum / n, metric_sum / n
+        parts = [b[start : start + chunk] for b in batches]
+        ys = members.predict([p.x for p in parts], [p.valid for p in parts])
+        for e, (y, part) in enumerate(zip(ys, parts)):
+            y_hat = task.select(y)
+            sums[e, 0] += task.loss(y_hat, part).double().sum().item()
+            sums[e, 1] += task.metric(y_hat, part).double().sum().item()
+    return [(loss / n, metric / n) for loss, metric in sums]
 
 
 def train(
@@ -121,90 +130,123 @@ def train(
     uninterrupted run.
     device: where the model trains; batches are generated on the CPU (seeded) and moved there.
     """
-    s, probes = settings, probes or ProbeSettings()
-    gen = data_generator(seed, "train")
-    model.to(device)
-    eval_batch = task.sample(s.eval_size, data_generator(seed, "eval")).to(device)
-    params = list(model.parameters())
+    members, checkpoints = Single(model), [checkpoint]
+    args = (task, make_optimizer, settings, [seed], probes, progress, checkpoints, device)
+    return train_members(members, *args)[0]
+
+
+def train_members(
+    members: Members,
+    task: Task,
+    make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+    settings: TrainSettings,
+    seeds: list[int],
+    probes: ProbeSettings | None = None,
+    progress: bool | None = None,
+    checkpoints: list[Checkpoint | None] | None = None,
+    device: str | torch.device = "cpu",
+) -> list[Records]:
+    """Train one model (`Single`) or a seed ensemble, member e on the data of seeds[e]; each
+    member's records are those `train` gives its model alone (for an ensemble, up to float
+    rounding: batched matmuls sum in another order). A member that diverges stops recording;
+    the others go on. Checkpoints: one per member, in `train`'s format; a run resumes only when
+    every member has one, from the same step."""
+    s, probes, E = settings, probes or ProbeSettings(), members.size
+    gens = [data_generator(seed, "train") for seed in seeds]
+    members.to(device)
+    evals_data = [task.sample(s.eval_size, data_generator(seed, "eval")) for seed in seeds]
+    eval_batches = [b.to(device) for b in evals_data]
+    params = list(members.parameters())
     optimizer = make_optimizer(params)
-    records, start = Records(), 0
-    saved = checkpoint.load() if checkpoint is not None else None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        gen.set_state(saved["generator"])
-        records, start = saved["records"], saved["next_step"]
+    records, start = [Records() for _ in seeds], 0
+    checkpoints = checkpoints or [None] * E
+    saved = [c.load() if c is not None else None for c in checkpoints]
+    if all(x is not None for x in saved) and len({x["next_step"] for x in saved}) == 1:
+        members.load_states(saved, optimizer)
+        for gen, x in zip(gens, saved):
+            gen.set_state(x["generator"])
+        records, start = [x["records"] for x in saved], saved[0]["next_step"]
+    active = [r.status == "completed" for r in records]  # a diverged member records no more
 
     disable = None if progress is None else not progress
     bar = tqdm(
         range(start, s.steps + 1), desc="train", initial=start, total=s.steps + 1, disable=disable
     )
     for step in bar:
-        batch = task.sample(s.batch_size, gen).to(device)
+        batches = [task.sample(s.batch_size, gen).to(device) for gen in gens]
         log = step % s.log_every == 0 or step == s.steps
         ends = step in (0, s.steps)
         probe = log if probes.every == 0 else ends or step % probes.every == 0
-        probed = None
-        if probe:  # probe the model as it is before this step's update
+        probed = [None] * E
+        if probe:  # probe the models as they are before this step's update
             every = probes.jacobian_every
             jac = ends or (every > 0 and step % every == 0)
-            probed = run_probes(model, task, batch, step, probes, jacobians=jac)
-            records.flow.append(probed.flow)
-            records.evidence.append(probed.evidence)
-            records.weights.append(probed.weights)
-        loss = task.loss(task.select(model.predict(batch.x, batch.valid)), batch).mean()
+            for e in filter(active.__getitem__, range(E)):
+                model = members.member(e)
+                probed[e] = run_probes(model, task, batches[e], step, probes, jacobians=jac)
+                records[e].flow.append(probed[e].flow)
+                records[e].evidence.append(probed[e].evidence)
+                records[e].weights.append(probed[e].weights)
+        ys = members.predict([b.x for b in batches], [b.valid for b in batches])
+        losses = [task.loss(task.select(y), b).mean() for y, b in zip(ys, batches)]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        torch.stack(losses).sum().backward()  # members share no parameter: each its own gradient
+        evals = evaluate(members, task, eval_batches, s.eval_chunk) if log else None
 
-        if s.clip_norm is None:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        else:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, s.clip_norm)
-        train_loss, grad_norm = loss.item(), grad_norm.item()
-
-        if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
-            records.metrics += [
-                {"step": step, "name": "train_loss", "value": train_loss},
-                {"step": step, "name": "grad_norm", "value": grad_norm},
-            ]
-            records.status = "diverged"
-            records.final = {"diverged_at_step": step}
-            break
-
-        if log:
-            eval_loss, eval_metric = evaluate(model, task, eval_batch, s.eval_chunk)
-            records.metrics += [
-                {"step": step, "name": "train_loss", "value": train_loss},
-                {"step": step, "name": "grad_norm", "value": grad_norm},
-                {"step": step, "name": "eval_loss", "value": eval_loss},
-                {"step": step, "name": "eval_metric", "value": eval_metric},
-            ]
-        if probed is not None:
-            records.metrics += [
-                {"step": step, "name": k, "value": v} for k, v in probed.scalars.items()
-            ]
-        if log:
-            records.final = {
-                "step": step,
-                "eval_loss": eval_loss,
-                "eval_metric": eval_metric,
-                "solved": bool(task.solved(eval_loss, eval_metric)),
-            }
+        for e in filter(active.__getitem__, range(E)):
+            grads = members.member_grads(e)
+            grad_norm = torch.nn.utils.get_total_norm(grads)
+            if s.clip_norm is not None:  # as torch.nn.utils.clip_grad_norm_, per member
+                coef = torch.clamp(s.clip_norm / (grad_norm + 1e-6), max=1.0)
+                for g in grads:
+                    g.mul_(coef)
+            rec, train_loss, grad_norm = records[e], losses[e].item(), grad_norm.item()
+            if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
+                rec.metrics += [
+                    {"step": step, "name": "train_loss", "value": train_loss},
+                    {"step": step, "name": "grad_norm", "value": grad_norm},
+                ]
+                rec.status, rec.final, active[e] = "diverged", {"diverged_at_step": step}, False
+                continue
+            if log:
+                eval_loss, eval_metric = evals[e]
+                rec.metrics += [
+                    {"step": step, "name": "train_loss", "value": train_loss},
+                    {"step": step, "name": "grad_norm", "value": grad_norm},
+                    {"step": step, "name": "eval_loss", "value": eval_loss},
+                    {"step": step, "name": "eval_metric", "value": eval_metric},
+                ]
+            if probed[e] is not None:
+                rec.metrics += [
+                    {"step": step, "name": k, "value": v} for k, v in probed[e].scalars.items()
+                ]
+            if log:
+                rec.final = {
+                    "step": step,
+                    "eval_loss": eval_loss,
+                    "eval_metric": eval_metric,
+                    "solved": bool(task.solved(eval_loss, eval_metric)),
+                }
+        if log and any(active):
+            shown = [e for e in range(E) if active[e]]
+            train_loss = np.mean([losses[e].item() for e in shown])
+            eval_loss = np.mean([evals[e][0] for e in shown])
             bar.set_postfix(loss=f"{train_loss:.4f}", eval=f"{eval_loss:.4f}", refresh=False)
 
-        if step == s.steps:
+        if step == s.steps or not any(active):
             break
         optimizer.step()
-        if checkpoint is not None and s.checkpoint_every and (step + 1) % s.checkpoint_every == 0:
-            checkpoint.save(
-                {
-                    "next_step": step + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "generator": gen.get_state(),
-                    "records": records,
-                }
-            )
+        if s.checkpoint_every and (step + 1) % s.checkpoint_every == 0:
+            for e, checkpoint in enumerate(checkpoints):
+                if checkpoint is not None:
+                    checkpoint.save(
+                        {
+                            "next_step": step + 1,
+                            **members.member_state(e, optimizer),
+                            "generator": gens[e].get_state(),
+                            "records": records[e],
+                        }
+                    )
 
     bar.close()
     return records

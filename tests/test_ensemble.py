@@ -1,0 +1,145 @@
+"""Seed ensembles: every member trains as the single run of its seed would, to float rounding."""
+
+import pytest
+import torch
+
+from study.ensemble import Ensemble
+from study.model import build_model
+from study.probes import ProbeSettings
+from study.tasks.adding import Adding
+from study.train import TrainSettings, train, train_members
+
+SETTINGS = TrainSettings(steps=12, batch_size=8, log_every=4, eval_size=64, eval_chunk=32)
+PROBES = ProbeSettings(jacobian_examples=2, jacobian_lags=3, power_iters=5)
+
+
+def adam(params):
+    return torch.optim.Adam(params, lr=1e-2)
+
+
+def model_of(seed, cell, **kw):
+    torch.manual_seed(seed)  # as study.job.build: the initialisation is a function of the seed
+    return build_model(cell, 2, 1, hidden_size=6, **kw)
+
+
+def assert_same_records(member, single, rtol=1e-4, atol=1e-6):
+    assert member.status == single.status
+    for name in ("metrics_frame", "flow_frame", "evidence_frame", "weights_frame"):
+        a, b = getattr(member, name)(), getattr(single, name)()
+        assert a.drop(columns="value").equals(b.drop(columns="value")), name
+        torch.testing.assert_close(
+            torch.tensor(a.value.values),
+            torch.tensor(b.value.values),
+            rtol=rtol,
+            atol=atol,
+            equal_nan=True,
+        )
+    assert member.final.keys() == single.final.keys()
+
+
+CASES = [
+    ("rnn", {}, Adding(9)),
+    ("rnn", {"nonlinearity": "relu"}, Adding(9)),
+    ("lstm", {}, Adding(9)),
+    ("gru", {}, Adding(9)),
+    ("lstm", {"forget_gate": False}, Adding(9)),  # not batched: the explicit cells per member
+    ("gru", {}, Adding(24, variant="hochreiter1997")),  # left-padded batches: explicit too
+]
+IDS = ["rnn", "rnn-relu", "lstm", "gru", "lstm-no-forget-gate", "gru-padded"]
+
+
+@pytest.mark.parametrize("cell,kw,task", CASES, ids=IDS)
+def test_every_member_records_what_its_single_run_records(cell, kw, task):
+    seeds = [3, 4, 5]
+    singles = [
+        train(model_of(s, cell, **kw), task, adam, SETTINGS, s, PROBES, progress=False)
+        for s in seeds
+    ]
+    ensemble = Ensemble([model_of(s, cell, **kw) for s in seeds])
+    members = train_members(ensemble, task, adam, SETTINGS, seeds, PROBES, progress=False)
+    for member, single in zip(members, singles):
+        assert_same_records(member, single)
+
+
+def test_a_diverging_member_stops_alone():
+    """A member whose weights blow up is marked diverged at the step its single run is; the
+    other members go on to the end with their single runs' records."""
+
+    def blown(seed):
+        model = model_of(seed, "rnn")
+        if seed == 1:
+            with torch.no_grad():
+                model.readout.weight.fill_(float("inf"))
+        return model
+
+    seeds = [0, 1, 2]
+    singles = [train(blown(s), Adding(9), adam, SETTINGS, s, progress=False) for s in seeds]
+    members = train_members(
+        Ensemble([blown(s) for s in seeds]), Adding(9), adam, SETTINGS, seeds, progress=False
+    )
+    assert [m.status for m in members] == ["completed", "diverged", "completed"]
+    for member, single in zip(members, singles):
+        assert_same_records(member, single)
+
+
+class Stop(Exception):
+    pass
+
+
+class Store:
+    """An in-memory checkpoint (study.rundir.CheckpointFile keeps the same dict on disk) that
+    can stop the run right after it saved step `stop_at`, as a kill would."""
+
+    def __init__(self, stop_at=None):
+        self.state, self.stop_at = None, stop_at
+
+    def load(self):
+        return self.state
+
+    def save(self, state):
+        self.state = state
+        if state["next_step"] == self.stop_at:
+            self.stop_at = None
+            raise Stop
+
+
+CHECKPOINTED = TrainSettings(steps=10, batch_size=8, log_every=2, eval_size=32, checkpoint_every=4)
+
+
+def gru_ensemble(seeds):
+    return Ensemble([model_of(s, "gru") for s in seeds])
+
+
+def test_an_interrupted_ensemble_resumes_to_the_records_of_an_uninterrupted_one():
+    seeds, task = [0, 1], Adding(9)
+    straight = train_members(gru_ensemble(seeds), task, adam, CHECKPOINTED, seeds, progress=False)
+    stores = [Store(), Store(stop_at=8)]  # killed after both members saved step 8
+    with pytest.raises(Stop):
+        train_members(gru_ensemble(seeds), task, adam, CHECKPOINTED, seeds, checkpoints=stores)
+    resumed = train_members(
+        gru_ensemble(seeds), task, adam, CHECKPOINTED, seeds, checkpoints=stores
+    )
+    for a, b in zip(resumed, straight):
+        assert_same_records(a, b, rtol=0, atol=0)
+
+    stores = [Store(stop_at=8), Store()]  # killed between the two members' saves of step 8
+    with pytest.raises(Stop):
+        train_members(gru_ensemble(seeds), task, adam, CHECKPOINTED, seeds, checkpoints=stores)
+    assert [s.state["next_step"] for s in stores] == [8, 4]
+    resumed = train_members(
+        gru_ensemble(seeds), task, adam, CHECKPOINTED, seeds, checkpoints=stores
+    )
+    for a, b in zip(resumed, straight):  # checkpoints that disagree: started again from scratch
+        assert_same_records(a, b, rtol=0, atol=0)
+
+
+def test_a_member_checkpoint_is_a_single_run_checkpoint():
+    """Each member's checkpoint is in the single-run format: a single run loads it and finishes
+    that member alone, with the records of the member's own uninterrupted single run."""
+    task = Adding(9)
+    straight = train(model_of(1, "gru"), task, adam, CHECKPOINTED, 1, progress=False)
+    stores = [Store(), Store(stop_at=8)]
+    with pytest.raises(Stop):
+        train_members(gru_ensemble([0, 1]), task, adam, CHECKPOINTED, [0, 1], checkpoints=stores)
+    single = train(model_of(1, "gru"), task, adam, CHECKPOINTED, 1, checkpoint=stores[1])
+    assert_same_records(single, straight)
