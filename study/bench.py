@@ -1,7 +1,9 @@
-"""Benchmark: ms per training step for each cell and path, probe overhead, memory, parallel workers.
+"""Benchmark: ms per training step for each cell and path, seed ensembles, probe overhead,
+memory, parallel workers.
 
-    python -m study.bench            # the full grid (about 20 minutes on 2 cores)
-    python -m study.bench --quick    # one size, to check that it runs
+    python -m study.bench                  # every table (about 25 minutes on 2 cores)
+    python -m study.bench --quick          # one small size per table, to check that it runs
+    python -m study.bench --only targets,ensemble
 
 Prints tables and writes CSVs under results/bench/. One thread per process. A training step is
 forward + MSE + backward + Adam on the adding problem; times are medians of repeated steps after
@@ -11,6 +13,7 @@ warm-up. Timings are never asserted in tests.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import multiprocessing as mp
 import statistics
@@ -21,11 +24,13 @@ import pandas as pd
 import torch
 
 from study import runtime
+from study.ensemble import Ensemble, Single
 from study.model import build_model
 from study.probes import ProbeSettings, run_probes
 from study.tasks.adding import Adding
 
 CELLS = ("rnn", "lstm", "gru")
+TABLES = ("targets", "speed", "ensemble", "probes", "memory", "workers")
 PATHS = ("native", "explicit", "fast")
 
 
@@ -102,6 +107,76 @@ def targets_table(H=128, B=64, T=200, repeats=15, device="cpu") -> pd.DataFrame:
         )
         print(
             f"  {cell}: native {native:.1f} ms, fast {fast:.1f} ms, ratio {fast / native:.3f}",
+            flush=True,
+        )
+    return pd.DataFrame(rows)
+
+
+def _train_step(task, members, opt, batches, clip=1.0) -> None:
+    """One step as study.train runs it: loss summed over members, per-member clipping, Adam."""
+    ys = members.predict([b.x for b in batches], [None] * len(batches))
+    losses = [task.loss(task.select(y), b).mean() for y, b in zip(ys, batches)]
+    opt.zero_grad(set_to_none=True)
+    torch.stack(losses).sum().backward()
+    for e in range(members.size):
+        grads = members.member_grads(e)
+        coef = torch.clamp(clip / (torch.nn.utils.get_total_norm(grads) + 1e-6), max=1.0)
+        for g in grads:
+            g.mul_(coef)
+    opt.step()
+
+
+def _one_by_one(task, singles, optimizers, batches) -> None:
+    for single, opt, batch in zip(singles, optimizers, batches):
+        _train_step(task, single, opt, [batch])
+
+
+def ensemble_table(sizes, E=8, repeats=5, device="cpu") -> pd.DataFrame:
+    """E seeds trained one after another (each a Single on the fast path) against one Ensemble
+    of E stacked members; the two interleaved. gain = E x single step / ensemble step."""
+    rows = []
+    for cell, (H, B, T) in itertools.product(CELLS, sizes):
+        task = Adding(T)
+        gens = [torch.Generator().manual_seed(seed) for seed in range(E)]
+        batches = [task.sample(B, g).to(device) for g in gens]
+        models = []
+        for seed in range(E):
+            torch.manual_seed(seed)
+            models.append(build_model(cell, 2, 1, hidden_size=H).to(device))
+        singles = [Single(m) for m in models]
+        single_opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
+        ensemble = Ensemble(models).to(device)
+        ensemble_opt = torch.optim.Adam(ensemble.parameters(), lr=1e-3)
+
+        steps = {
+            "single": functools.partial(_one_by_one, task, singles, single_opts, batches),
+            "ensemble": functools.partial(_train_step, task, ensemble, ensemble_opt, batches),
+        }
+        times = {"single": [], "ensemble": []}
+        for r in range(repeats + 1):
+            for name, step in steps.items():
+                _sync(device)
+                t0 = time.perf_counter()
+                step()
+                _sync(device)
+                if r >= 1:  # warm-up
+                    times[name].append(time.perf_counter() - t0)
+        one, ens = (1e3 * statistics.median(times[k]) for k in ("single", "ensemble"))
+        rows.append(
+            {
+                "cell": cell,
+                "H": H,
+                "B": B,
+                "T": T,
+                "E": E,
+                "single_ms_per_member": one / E,
+                "ensemble_ms_per_member": ens / E,
+                "gain": one / ens,
+            }
+        )
+        print(
+            f"  {cell:4s} H={H:<3d} B={B:<3d} T={T:<3d} E={E}: {E} singles {one:7.1f} ms, "
+            f"ensemble {ens:7.1f} ms, gain {one / ens:.2f}x",
             flush=True,
         )
     return pd.DataFrame(rows)
@@ -242,9 +317,17 @@ def workers_table(cell, H, B, T, steps) -> pd.DataFrame:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small size per table")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (speed table only)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (speed tables only)")
     parser.add_argument("--out", default="results/bench", help="where the CSVs go")
+    parser.add_argument(
+        "--only", default=",".join(TABLES), help=f"comma-separated subset of {', '.join(TABLES)}"
+    )
     args = parser.parse_args(argv)
+    only = args.only.split(",")
+    if unknown := set(only) - set(TABLES):  # checked before anything is written
+        parser.error(
+            f"--only: unknown table {', '.join(sorted(unknown))}: allowed {', '.join(TABLES)}"
+        )
     runtime.configure(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -252,20 +335,29 @@ def main(argv=None) -> None:
 
     if args.quick:
         grid, repeats, mem_Ts, probe_size, w = ([64], [32], [100]), 3, [100, 200], (64, 32, 100), 20
+        ensemble_sizes, E = [(64, 32, 50)], 4
     else:
         grid, repeats = ([64, 128, 256], [32, 128], [100, 500]), 5
         mem_Ts, probe_size, w = [250, 500, 1000], (128, 64, 200), 100
+        ensemble_sizes, E = [(64, 32, 100), (128, 32, 100), (64, 128, 100), (128, 128, 100)], 8
 
     tables = {}
-    print("targets (H=128, B=64, T=200, interleaved):", flush=True)
-    tables[f"targets{tag}"] = targets_table(repeats=3 if args.quick else 15, device=args.device)
-    print("ms per training step (forward + backward + Adam), median:", flush=True)
-    tables[f"speed{tag}"] = speed_table(*grid, repeats, args.device)
-    if args.device == "cpu":
+    if "targets" in only:
+        print("targets (H=128, B=64, T=200, interleaved):", flush=True)
+        tables[f"targets{tag}"] = targets_table(repeats=3 if args.quick else 15, device=args.device)
+    if "speed" in only:
+        print("ms per training step (forward + backward + Adam), median:", flush=True)
+        tables[f"speed{tag}"] = speed_table(*grid, repeats, args.device)
+    if "ensemble" in only:
+        print(f"seed ensembles ({E} seeds, interleaved with {E} single runs):", flush=True)
+        tables[f"ensemble{tag}"] = ensemble_table(ensemble_sizes, E, repeats, args.device)
+    if args.device == "cpu" and "probes" in only:
         print("probe cost:", flush=True)
         tables["probes"] = probe_table(*probe_size)
+    if args.device == "cpu" and "memory" in only:
         print("peak memory:", flush=True)
         tables["memory"] = memory_table("lstm", 256, 128, mem_Ts)
+    if args.device == "cpu" and "workers" in only:
         print("parallel workers:", flush=True)
         tables["workers"] = workers_table("gru", 128, 64, 200, w)
 

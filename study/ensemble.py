@@ -15,8 +15,10 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from study.fast import sequence, supports
+from study.fast import native_module, sequence, supports
 from study.model import SequenceModel
+
+CELL_PARAMS = ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0")  # sequence()'s order
 
 
 class Single:
@@ -82,13 +84,13 @@ class Ensemble(nn.Module):
         """Every member's readout at every step, member e on its own batch xs[e]."""
         p = self.params()
         if self.batched and all(v is None for v in valids):
-            x = torch.stack(xs)  # (E, B, T, I)
-            cell = [p[f"cell.{n}"] for n in ("weight_ih_l0", "bias_ih_l0")]
-            cell += [p[f"cell.{n}"] for n in ("weight_hh_l0", "bias_hh_l0")]
-            hs = self.recurrence(x, *cell).transpose(1, 2)  # (E, T, B, H), contiguous
-            W_out, b_out = p["readout.weight"], p["readout.bias"]
-            y = torch.baddbmm(b_out.unsqueeze(1), hs.flatten(1, 2), W_out.transpose(1, 2))
-            return list(y.unflatten(1, hs.shape[1:3]).transpose(1, 2).unbind(0))
+            hs = self._hidden_states(torch.stack(xs), p)  # (E, B, T, H)
+            W_out, b_out = p["readout.weight"].transpose(1, 2), p["readout.bias"].unsqueeze(1)
+            # the readout in the states' memory order (the Functions return them time-major)
+            time_major = not hs.is_contiguous()
+            h = hs.transpose(1, 2) if time_major else hs
+            y = torch.baddbmm(b_out, h.flatten(1, 2), W_out).unflatten(1, h.shape[1:3])
+            return list((y.transpose(1, 2) if time_major else y).unbind(0))
         # padded batches, the LSTM without forget gate, impl=explicit: the explicit cells,
         # member by member, on slices of the stacked parameters (gradients flow into them)
         template = self._template(xs[0].device)
@@ -96,6 +98,21 @@ class Ensemble(nn.Module):
             torch.func.functional_call(template, {n: v[e] for n, v in p.items()}, (x, valid)).y
             for e, (x, valid) in enumerate(zip(xs, valids))
         ]
+
+    def _hidden_states(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
+        """h_t of every member, (E, B, T, H), from the stacked cell parameters."""
+        weights = {n: p[f"cell.{n}"] for n in CELL_PARAMS}
+        if self.template.cell.kind == "lstm" and not x.is_cuda:
+            # On CPU, torch.nn.LSTM's fused kernel runs near the matmul floor already, and the
+            # stacked LSTM measured slower (README, "Speed"): the members take turns through
+            # the fused kernel instead, on views of the stacked weights.
+            native = native_module(self._template(x.device).cell)
+            call = torch.func.functional_call
+            h = [
+                call(native, {n: w[e] for n, w in weights.items()}, x[e])[0] for e in range(len(x))
+            ]
+            return torch.stack(h)
+        return self.recurrence(x, *weights.values())
 
     def member(self, e: int) -> SequenceModel:
         """A standalone copy of member e with its current weights (for probes, checkpoints)."""

@@ -19,13 +19,15 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from study import rundir, runtime
+from study.ensemble import Ensemble
 from study.model import SequenceModel
 from study.probes import ProbeSettings
 from study.tasks.base import Task
-from study.train import TrainSettings, train
+from study.train import TrainSettings, train, train_members
 
 # Overrides that do not change what a run computes, so they are not part of its identity.
 NOT_IDENTITY = {"seed", "rerun", "experiment", "out_dir", "threads", "progress", "device"}
+NOT_IDENTITY |= {"train.ensemble"}  # each member of an ensemble is the run of its own seed
 
 
 class ConfigError(ValueError):
@@ -79,68 +81,90 @@ def build(cfg: DictConfig) -> Job:
     return Job(task, model, settings, probes, make_optimizer, device)
 
 
+def member_seeds(cfg: DictConfig) -> list[int]:
+    """The seeds one job trains: cfg.seed, and with train.ensemble=E the E-1 seeds after it."""
+    return list(range(cfg.seed, cfg.seed + int(cfg.train.get("ensemble", 1))))
+
+
 def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
-    """Run one configuration into <out_dir>/<experiment>/<run id>/ and return its status."""
-    job = build(cfg)  # raises ConfigError before anything is written
-    ident = run_id(overrides, cfg.seed)
-    out = Path(cfg.out_dir) / experiment / ident
-    if rundir.is_finished(out) and not cfg.rerun:
-        print(f"skip   {experiment}/{ident} ({rundir.status(out)})", file=sys.stderr)
+    """Run one configuration into <out_dir>/<experiment>/<run id>/, one run directory per seed
+    (several with train.ensemble), and return its status (members' statuses joined by "," if
+    they differ). Members already finished are skipped; the others train together."""
+    jobs = {}
+    for seed in member_seeds(cfg):
+        member_cfg = cfg.copy()
+        member_cfg.seed = seed
+        jobs[seed] = (member_cfg, build(member_cfg))  # raises ConfigError before any write
+    outs = {seed: Path(cfg.out_dir) / experiment / run_id(overrides, seed) for seed in jobs}
+    for out in outs.values():
+        if rundir.is_finished(out) and not cfg.rerun:
+            print(f"skip   {experiment}/{out.name} ({rundir.status(out)})", file=sys.stderr)
+    todo = [seed for seed, out in outs.items() if cfg.rerun or not rundir.is_finished(out)]
+    if not todo:
         return "skipped"
 
     runtime.configure(cfg.threads)
-    info = {
-        "run_id": ident,
-        "experiment": experiment,
-        "overrides": overrides,
-        "seed": cfg.seed,
-        "steps": job.settings.steps,
-        "cell": job.model.cell.kind,
-        "hidden_size": job.model.cell.hidden_size,
-        "n_params": job.model.n_params(),
-        "task": type(job.task).__name__,
-        "device": job.device,
-        "metric_name": job.task.metric_name,
-        "baseline": job.task.baseline,
-        **rundir.provenance(),
-    }
-    checkpoint = rundir.CheckpointFile(out)
-    if cfg.rerun:
-        checkpoint.remove()  # a forced rerun starts from scratch
-    elif checkpoint.path.exists():
-        print(f"resume {experiment}/{ident} from its checkpoint", file=sys.stderr)
-    rundir.write_text(out / rundir.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
-    rundir.write_json(out / rundir.RUN_JSON, {**info, "status": "running"})
+    infos, checkpoints = {}, {}
+    for seed in todo:
+        member_cfg, job = jobs[seed]
+        out = outs[seed]
+        infos[seed] = {
+            "run_id": out.name,
+            "experiment": experiment,
+            "overrides": overrides,
+            "seed": seed,
+            "steps": job.settings.steps,
+            "cell": job.model.cell.kind,
+            "hidden_size": job.model.cell.hidden_size,
+            "n_params": job.model.n_params(),
+            "task": type(job.task).__name__,
+            "device": job.device,
+            "metric_name": job.task.metric_name,
+            "baseline": job.task.baseline,
+            **({"ensemble_seeds": todo} if len(todo) > 1 else {}),
+            **rundir.provenance(),
+        }
+        checkpoints[seed] = rundir.CheckpointFile(out)
+        if cfg.rerun:
+            checkpoints[seed].remove()  # a forced rerun starts from scratch
+        elif checkpoints[seed].path.exists():
+            print(f"resume {experiment}/{out.name} from its checkpoint", file=sys.stderr)
+        rundir.write_text(out / rundir.CONFIG, OmegaConf.to_yaml(member_cfg, resolve=True))
+        rundir.write_json(out / rundir.RUN_JSON, {**infos[seed], "status": "running"})
 
+    job = jobs[todo[0]][1]
+    common = dict(probes=job.probes, progress=cfg.progress, device=job.device)
     start = time.perf_counter()
     try:
-        records = train(
-            job.model,
-            job.task,
-            job.make_optimizer,
-            job.settings,
-            seed=cfg.seed,
-            probes=job.probes,
-            progress=cfg.progress,
-            checkpoint=checkpoint,
-            device=job.device,
-        )
+        if len(todo) == 1:  # a single run (or the one member of an ensemble still to do)
+            one = checkpoints[todo[0]]
+            args = (job.model, job.task, job.make_optimizer, job.settings, todo[0])
+            records = [train(*args, checkpoint=one, **common)]
+        else:
+            members = Ensemble([jobs[seed][1].model for seed in todo])
+            args = (members, job.task, job.make_optimizer, job.settings, todo)
+            records = train_members(*args, checkpoints=[checkpoints[s] for s in todo], **common)
     except Exception:
-        info |= {"status": "failed", "traceback": traceback.format_exc()}
-        info["wall_time_s"] = time.perf_counter() - start
-        rundir.write_json(out / rundir.RUN_JSON, info)
-        print(f"FAILED {experiment}/{ident}: see {out / rundir.RUN_JSON}", file=sys.stderr)
+        for seed in todo:
+            info = infos[seed] | {"status": "failed", "traceback": traceback.format_exc()}
+            info["wall_time_s"] = time.perf_counter() - start
+            rundir.write_json(outs[seed] / rundir.RUN_JSON, info)
+            print(f"FAILED {experiment}/{outs[seed].name}: see run.json", file=sys.stderr)
         return "failed"
 
-    rundir.write_parquet(out / rundir.METRICS, records.metrics_frame())
-    rundir.write_parquet(out / rundir.FLOW, records.flow_frame())
-    rundir.write_parquet(out / rundir.EVIDENCE, records.evidence_frame())
-    rundir.write_parquet(out / rundir.WEIGHTS, records.weights_frame())
-    info |= {"status": records.status, "wall_time_s": time.perf_counter() - start, **records.final}
-    rundir.write_json(out / rundir.RUN_JSON, info)  # last: from now on the run reads as finished
-    checkpoint.remove()
-    print(f"{records.status:<9} {out}", file=sys.stderr)
-    return records.status
+    wall_time = time.perf_counter() - start
+    for seed, rec in zip(todo, records):
+        out = outs[seed]
+        rundir.write_parquet(out / rundir.METRICS, rec.metrics_frame())
+        rundir.write_parquet(out / rundir.FLOW, rec.flow_frame())
+        rundir.write_parquet(out / rundir.EVIDENCE, rec.evidence_frame())
+        rundir.write_parquet(out / rundir.WEIGHTS, rec.weights_frame())
+        info = infos[seed] | {"status": rec.status, "wall_time_s": wall_time, **rec.final}
+        rundir.write_json(out / rundir.RUN_JSON, info)  # last: from now on it reads as finished
+        checkpoints[seed].remove()
+        print(f"{rec.status:<9} {out}", file=sys.stderr)
+    statuses = list(dict.fromkeys(rec.status for rec in records))
+    return ",".join(statuses)
 
 
 def resolve_device(device: str) -> str:

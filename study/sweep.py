@@ -30,9 +30,11 @@ def sweep_run_dirs(config: DictConfig) -> list[Path]:
     dirs = []
     for batch in BasicSweeper.split_arguments(parsed, None):
         for job in batch:
-            seeds = [o.split("=", 1)[1] for o in job if o.lstrip("+~").startswith("seed=")]
-            seed = int(seeds[-1]) if seeds else config.seed
-            dirs.append(Path(config.out_dir) / experiment / run_id(job, seed))
+            values = dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o)
+            seed = int(values.get("seed", config.seed))
+            members = int(values.get("train.ensemble", config.train.get("ensemble", 1)))
+            for member in range(seed, seed + members):  # an ensemble job writes one dir per seed
+                dirs.append(Path(config.out_dir) / experiment / run_id(job, member))
     return dirs
 
 
