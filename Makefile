@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
-# The study's reference results, committed under results/reference (about 35 minutes on 2 cores).
+# The study's reference results, committed under results/reference (about 30 minutes on 2 cores).
 reference: $(STAMP)
 	for e in $(REFERENCE); do $(PY) -m study.run -m experiment=$$e out_dir=results/reference $(PARALLEL) || exit 1; done
 	$(PY) -m study.figures results/reference --out results/figures

@@ -150,6 +150,7 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
             info["wall_time_s"] = time.perf_counter() - start
             rundir.write_json(outs[seed] / rundir.RUN_JSON, info)
             print(f"FAILED {experiment}/{outs[seed].name}: see run.json", file=sys.stderr)
+        runtime.release()
         return "failed"
 
     wall_time = time.perf_counter() - start
@@ -163,6 +164,7 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
         rundir.write_json(out / rundir.RUN_JSON, info)  # last: from now on it reads as finished
         checkpoints[seed].remove()
         print(f"{rec.status:<9} {out}", file=sys.stderr)
+    runtime.release()  # the memory kept for speed goes back before the next job of a worker
     statuses = list(dict.fromkeys(rec.status for rec in records))
     return ",".join(statuses)
 

@@ -5,6 +5,8 @@ step). By default glibc serves those with fresh mmap()s and returns them when fr
 page-faults them in again; that cost up to 1.7x on this machine (torch.nn.LSTM at H=128, B=64,
 T=200: 64 -> 38 ms per step; see README, "Speed"). Raising the mmap and trim thresholds keeps
 freed buffers in the heap for the next step. It changes no number, only where memory comes from.
+`release` hands the kept memory back when a run ends (a sweep worker then does not look like it
+leaks: joblib's workers restart when their memory grows by 300 MB between jobs).
 """
 
 from __future__ import annotations
@@ -18,15 +20,25 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's 
 KEEP_BYTES = 1 << 30  # buffers up to 1 GiB come from (and go back to) the heap
 
 
+def _libc_function(name: str):
+    path = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(path), name, None) if path else None
+
+
 def configure(threads: int = 1) -> bool:
     """Set torch's intra-op threads and keep large freed buffers for reuse (glibc only).
     Returns whether the allocator could be tuned (False on non-glibc platforms)."""
     torch.set_num_threads(threads)
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    mallopt = getattr(libc, "mallopt", None)
+    mallopt = _libc_function("mallopt")
     if mallopt is None:
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(
         mallopt(M_TRIM_THRESHOLD, KEEP_BYTES)
     )
+
+
+def release() -> None:
+    """Return the heap's free memory to the operating system (glibc only; else nothing)."""
+    malloc_trim = _libc_function("malloc_trim")
+    if malloc_trim is not None:
+        malloc_trim(0)

@@ -1,5 +1,6 @@
-"""The training loop: seeded on-the-fly batches, optimiser steps, and records at step 0 and every
-`log_every` steps (losses, global gradient norm, gradient flow). Knows nothing of Hydra or files."""
+"""The training loop, for one model or a seed ensemble: seeded on-the-fly batches, optimiser steps,
+and records at step 0 and every `log_every` steps (losses, global gradient norm, gradient flow).
+Knows nothing of Hydra or files."""
 
 from __future__ import annotations
 
