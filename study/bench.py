@@ -28,8 +28,10 @@ from study.ensemble import Ensemble, Single
 from study.model import build_model
 from study.probes import ProbeSettings, run_probes
 from study.tasks.adding import Adding
+from study.train import TrainSettings, train
 
 CELLS = ("rnn", "lstm", "gru")
+ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 TABLES = ("targets", "speed", "ensemble", "probes", "memory", "workers")
 PATHS = ("native", "explicit", "fast")
 
@@ -218,15 +220,31 @@ def speed_table(Hs, Bs, Ts, repeats, device="cpu") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def probe_table(H, B, T, log_every=100, repeats=5) -> pd.DataFrame:
+def run_s(cell, H, B, T, steps, log_every, probes: ProbeSettings) -> float:
+    """Wall time of a whole training run (study.train.train), evaluation on 1000 sequences."""
+    torch.manual_seed(0)
+    model = build_model(cell, 2, 1, hidden_size=H)
+    settings = TrainSettings(
+        steps=steps, batch_size=B, log_every=log_every, eval_size=1000, checkpoint_every=0
+    )
+    t0 = time.perf_counter()
+    train(model, Adding(T), ADAM, settings, seed=0, probes=probes, progress=False)
+    return time.perf_counter() - t0
+
+
+def probe_table(H, B, T, log_every=100, steps=400, repeats=5) -> pd.DataFrame:
     """Per-probe cost, and the overhead of the default schedule (probes every `log_every`
-    steps, Jacobians off) on a whole run."""
+    steps, Jacobians off) on a whole run: derived from the per-step and per-probe costs, and
+    measured, a run of `steps` steps against the same run probed only at its first and last
+    step."""
     rows = []
     for cell in CELLS:
         step = step_ms(cell, H, B, T, "fast", repeats)
         light = probe_ms(cell, H, B, T, jacobians=False)
         full = probe_ms(cell, H, B, T, jacobians=True)
         per_step = step + light / log_every
+        probed = run_s(cell, H, B, T, steps, log_every, ProbeSettings())
+        ends_only = run_s(cell, H, B, T, steps, log_every, ProbeSettings(every=10**9))
         rows.append(
             {
                 "cell": cell,
@@ -237,8 +255,13 @@ def probe_table(H, B, T, log_every=100, repeats=5) -> pd.DataFrame:
                 "probe_ms_without_jacobians": light,
                 "probe_ms_with_jacobians": full,
                 "run_overhead": per_step / step,
+                "run_steps": steps,
+                "run_s_probed": probed,
+                "run_s_ends_only": ends_only,
+                "run_overhead_measured": probed / ends_only,
             }
         )
+        print(f"  {cell}: whole run {probed:.1f} s probed, {ends_only:.1f} s at the ends only")
     return pd.DataFrame(rows)
 
 
@@ -335,10 +358,12 @@ def main(argv=None) -> None:
 
     if args.quick:
         grid, repeats, mem_Ts, probe_size, w = ([64], [32], [100]), 3, [100, 200], (64, 32, 100), 20
+        run_steps = 40
         ensemble_sizes, E = [(64, 32, 50)], 4
     else:
         grid, repeats = ([64, 128, 256], [32, 128], [100, 500]), 5
         mem_Ts, probe_size, w = [250, 500, 1000], (128, 64, 200), 100
+        run_steps = 400
         ensemble_sizes, E = [(64, 32, 100), (128, 32, 100), (64, 128, 100), (128, 128, 100)], 8
 
     tables = {}
@@ -353,7 +378,7 @@ def main(argv=None) -> None:
         tables[f"ensemble{tag}"] = ensemble_table(ensemble_sizes, E, repeats, args.device)
     if args.device == "cpu" and "probes" in only:
         print("probe cost:", flush=True)
-        tables["probes"] = probe_table(*probe_size)
+        tables["probes"] = probe_table(*probe_size, steps=run_steps)
     if args.device == "cpu" and "memory" in only:
         print("peak memory:", flush=True)
         tables["memory"] = memory_table("lstm", 256, 128, mem_Ts)
