@@ -72,13 +72,31 @@ def step_ms(cell, H, B, T, impl, repeats, device="cpu") -> float:
     return 1e3 * statistics.median(times)
 
 
+def _size(cell: str, H: int, B: int, T: int) -> dict:
+    return {"cell": cell, "H": H, "B": B, "T": T}
+
+
+def interleaved_ms(steps: dict, repeats: int, warmup: int, device: str) -> dict[str, float]:
+    """Median ms of each step function, the functions taking turns (a, b, a, b, ...) so that
+    drift in the machine's speed affects them alike; the first `warmup` rounds are not timed."""
+    times = {name: [] for name in steps}
+    for r in range(warmup + repeats):
+        for name, step in steps.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
 def targets_table(H=128, B=64, T=200, repeats=15, device="cpu") -> pd.DataFrame:
     """Fast versus native at the size the targets are stated for, the two paths' steps
     interleaved (native, fast, native, ...) so that drift in the machine's speed cancels."""
     rows = []
     for cell in CELLS:
         runs = {impl: _setup(cell, H, B, T, impl, device) for impl in ("native", "fast")}
-        times = {impl: [] for impl in runs}
 
         def step(impl, runs=runs):
             task, model, opt, batch = runs[impl]
@@ -87,21 +105,12 @@ def targets_table(H=128, B=64, T=200, repeats=15, device="cpu") -> pd.DataFrame:
             loss.backward()
             opt.step()
 
-        for r in range(repeats + 2):
-            for impl in runs:
-                _sync(device)
-                t0 = time.perf_counter()
-                step(impl)
-                _sync(device)
-                if r >= 2:  # warm-up
-                    times[impl].append(time.perf_counter() - t0)
-        native, fast = (1e3 * statistics.median(times[i]) for i in ("native", "fast"))
+        steps = {impl: functools.partial(step, impl) for impl in runs}
+        ms = interleaved_ms(steps, repeats, warmup=2, device=device)
+        native, fast = ms["native"], ms["fast"]
         rows.append(
             {
-                "cell": cell,
-                "H": H,
-                "B": B,
-                "T": T,
+                **_size(cell, H, B, T),
                 "native_ms": native,
                 "fast_ms": fast,
                 "fast/native": fast / native,
@@ -154,22 +163,11 @@ def ensemble_table(sizes, E=8, repeats=5, device="cpu") -> pd.DataFrame:
             "single": functools.partial(_one_by_one, task, singles, single_opts, batches),
             "ensemble": functools.partial(_train_step, task, ensemble, ensemble_opt, batches),
         }
-        times = {"single": [], "ensemble": []}
-        for r in range(repeats + 1):
-            for name, step in steps.items():
-                _sync(device)
-                t0 = time.perf_counter()
-                step()
-                _sync(device)
-                if r >= 1:  # warm-up
-                    times[name].append(time.perf_counter() - t0)
-        one, ens = (1e3 * statistics.median(times[k]) for k in ("single", "ensemble"))
+        ms = interleaved_ms(steps, repeats, warmup=1, device=device)
+        one, ens = ms["single"], ms["ensemble"]
         rows.append(
             {
-                "cell": cell,
-                "H": H,
-                "B": B,
-                "T": T,
+                **_size(cell, H, B, T),
                 "E": E,
                 "single_ms_per_member": one / E,
                 "ensemble_ms_per_member": ens / E,
@@ -247,10 +245,7 @@ def probe_table(H, B, T, log_every=100, steps=400, repeats=5) -> pd.DataFrame:
         ends_only = run_s(cell, H, B, T, steps, log_every, ProbeSettings(every=10**9))
         rows.append(
             {
-                "cell": cell,
-                "H": H,
-                "B": B,
-                "T": T,
+                **_size(cell, H, B, T),
                 "step_ms": step,
                 "probe_ms_without_jacobians": light,
                 "probe_ms_with_jacobians": full,
