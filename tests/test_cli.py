@@ -113,6 +113,10 @@ def test_divergence_is_recorded_and_exits_zero(tmp_path):
         (["task.length=[1"], "error: malformed override 'task.length=[1'"),
         (["-m", "task.length=10,1"], "error: task.length=1 is invalid"),
         (["device=tpu"], "error: device='tpu' is unknown: allowed cpu, cuda, auto"),
+        (
+            ["-m", "train.ensemble=2,0"],
+            "error: train.ensemble=0 is invalid: must be an integer >= 1",
+        ),
     ],
 )
 def test_bad_input_stops_with_one_line_before_writing(tmp_path, args, line):
