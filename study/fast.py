@@ -106,6 +106,12 @@ def _batch_major(hs: Tensor) -> Tensor:
     return hs.transpose(-3, -2)
 
 
+def _private_time_major(grad_hs: Tensor) -> Tensor:
+    """A time-major copy of the incoming gradient that backward may modify in place. Always a
+    copy: the incoming tensor can be shared (an add passes one gradient to both its inputs)."""
+    return _batch_major(grad_hs).clone(memory_format=torch.contiguous_format)
+
+
 def _sum_outer(d: Tensor, h: Tensor) -> Tensor:
     """sum over steps and examples of d_tb^T h_tb: (*m, T, B, G), (*m, T, B, H) -> (*m, G, H).
     Computed as (h^T d)^T: with few input features, d^T h ran ~15x slower on this CPU."""
@@ -162,7 +168,7 @@ class RNNSequence(torch.autograd.Function):
     def backward(ctx, grad_hs):
         xt, W_ih, W_hh, hs = ctx.saved_tensors
         # a private time-major copy: the loop accumulates into it in place
-        da = _batch_major(grad_hs).contiguous()
+        da = _private_time_major(grad_hs)
         T = hs.shape[-3]
         dphi = (hs > 0).to(hs.dtype) if ctx.relu else 1 - hs * hs  # phi'(a_t), all steps at once
         da.mul_(dphi)  # the output gradient's part of da_t, all steps at once
@@ -234,7 +240,7 @@ class GRUSequence(torch.autograd.Function):
         xt, W_ih, W_hh, hs, rz, K = ctx.saved_tensors
         H = W_hh.shape[-1]
         # a private time-major copy; the loop turns delta[t] into dL/dh_t in place
-        delta = _batch_major(grad_hs).contiguous()
+        delta = _private_time_major(grad_hs)
         W_nrz = torch.cat([W_hh[..., 2 * H :, :], W_hh[..., : 2 * H, :]], dim=-2)
         D = torch.empty_like(K)
         back = torch.zeros_like(hs[..., 0, :, :])
@@ -306,7 +312,7 @@ class LSTMSequence(torch.autograd.Function):
     def backward(ctx, grad_hs):
         xt, W_ih, W_hh, hs, f, k_c, K = ctx.saved_tensors
         T = hs.shape[-3]
-        delta = _batch_major(grad_hs).contiguous()  # private copy: dh accumulates in place
+        delta = _private_time_major(grad_hs)  # private copy: dh accumulates in place
         D = torch.empty_like(K)
         back = torch.zeros_like(hs[..., 0, :, :])
         carry = torch.zeros_like(back)  # dL/dc_{t+1} f_{t+1}

@@ -143,3 +143,22 @@ def test_sequence_without_grad_computes_the_same_states(cell):
     with torch.no_grad():
         h_eval = sequence(cell)(x, *params)
     torch.testing.assert_close(h_eval, sequence(cell)(x, *params), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_backward_leaves_a_shared_incoming_gradient_intact(cell):
+    """Two sequences added together receive one and the same gradient tensor (laid out
+    time-major here, as the ensembles' readout gives it); the first backward must not change
+    what the second one reads."""
+    a, b = (small_model(cell, hidden=4, seed=s).cell for s in (1, 2))
+    x = torch.randn(3, 6, 2, dtype=torch.float64)
+    probe = torch.randn(6, 3, 4, dtype=torch.float64).transpose(0, 1)  # time-major memory
+    run = sequence(cell)
+    y = run(x, *(getattr(a, n) for n in PARAM_ORDER)) + run(
+        x, *(getattr(b, n) for n in PARAM_ORDER)
+    )
+    params = [getattr(m, n) for m in (a, b) for n in PARAM_ORDER]
+    grads = torch.autograd.grad((y * probe).sum(), params)
+    reference = (explicit_states(a, x) + explicit_states(b, x)) * probe
+    for g, r in zip(grads, torch.autograd.grad(reference.sum(), params)):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
