@@ -28,7 +28,7 @@ from study.ensemble import Ensemble, Single
 from study.model import build_model
 from study.probes import ProbeSettings, run_probes
 from study.tasks.adding import Adding
-from study.train import TrainSettings, train
+from study.train import TrainSettings, clip_, train
 
 CELLS = ("rnn", "lstm", "gru")
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
@@ -130,10 +130,7 @@ def _train_step(task, members, opt, batches, clip=1.0) -> None:
     opt.zero_grad(set_to_none=True)
     torch.stack(losses).sum().backward()
     for e in range(members.size):
-        grads = members.member_grads(e)
-        coef = torch.clamp(clip / (torch.nn.utils.get_total_norm(grads) + 1e-6), max=1.0)
-        for g in grads:
-            g.mul_(coef)
+        clip_(members.member_grads(e), clip)
     opt.step()
 
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from study import rundir, runtime
+from study.checks import require_int
 from study.ensemble import Ensemble
 from study.model import SequenceModel
 from study.probes import ProbeSettings
@@ -63,8 +64,7 @@ def build(cfg: DictConfig) -> Job:
     """Instantiate task, model (initialised from cfg.seed), settings and optimiser, or raise
     ConfigError naming the offending key."""
     try:
-        if not isinstance(cfg.seed, int) or cfg.seed < 0:
-            raise ConfigError(f"seed={cfg.seed!r} is invalid: must be an integer >= 0")
+        require_int("seed", cfg.seed, 0)
         task = instantiate(cfg.task)
         torch.manual_seed(cfg.seed)  # the model's initialisation is a function of the seed alone
         model = instantiate(cfg.model, input_size=task.input_size, output_size=task.output_size)

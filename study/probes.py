@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from study.checks import require_int
 from study.jacobians import jacobian_norms, log_spaced_lags, recurrent_spectra
 from study.model import SequenceModel
 from study.tasks.base import Batch, Task
@@ -59,9 +60,7 @@ class ProbeSettings:
             bad = f"probe.precision={self.precision!r}"
             raise ValueError(f"{bad} is invalid: allowed float64, float32")
         for key in ("every", "jacobian_examples", "jacobian_lags", "power_iters", "jacobian_every"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"probe.{key}={value!r} is invalid: must be an integer >= 0")
+            require_int(f"probe.{key}", getattr(self, key), 0)
         if not 0.5 < self.saturation < 1:
             raise ValueError(
                 f"probe.saturation={self.saturation!r} is invalid: must be in (0.5, 1)"

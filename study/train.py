@@ -12,8 +12,10 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
+from study.checks import require_int
 from study.ensemble import Ensemble, Single
 from study.model import SequenceModel
 from study.probes import ProbeSettings, run_probes
@@ -42,8 +44,7 @@ class TrainSettings:
             "ensemble": (self.ensemble, 1),
         }
         for key, (value, low) in checks.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"train.{key}={value!r} is invalid: must be an integer >= {low}")
+            require_int(f"train.{key}", value, low)
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ValueError(f"train.clip_norm={self.clip_norm!r} is invalid: must be > 0 or null")
 
@@ -94,6 +95,18 @@ def stream_seed(seed: int, stream: str) -> int:
 
 def data_generator(seed: int, stream: str) -> torch.Generator:
     return torch.Generator().manual_seed(stream_seed(seed, stream))
+
+
+def clip_(grads: list[Tensor], max_norm: float | None) -> Tensor:
+    """Scale one member's gradients in place as torch.nn.utils.clip_grad_norm_ does (the same
+    arithmetic, on tensors that may be views into stacked gradients); return their total norm
+    before clipping. max_norm None: no clipping."""
+    total = torch.nn.utils.get_total_norm(grads)
+    if max_norm is not None:
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        for g in grads:
+            g.mul_(coef)
+    return total
 
 
 @torch.no_grad()
@@ -197,12 +210,7 @@ def train_members(
         evals = evaluate(members, task, eval_batches, s.eval_chunk) if log else None
 
         for e in filter(active.__getitem__, range(E)):
-            grads = members.member_grads(e)
-            grad_norm = torch.nn.utils.get_total_norm(grads)
-            if s.clip_norm is not None:  # as torch.nn.utils.clip_grad_norm_, per member
-                coef = torch.clamp(s.clip_norm / (grad_norm + 1e-6), max=1.0)
-                for g in grads:
-                    g.mul_(coef)
+            grad_norm = clip_(members.member_grads(e), s.clip_norm)
             rec, train_loss, grad_norm = records[e], losses[e].item(), grad_norm.item()
             if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
                 rec.metrics += [

@@ -113,6 +113,7 @@ def test_divergence_is_recorded_and_exits_zero(tmp_path):
         (["task.length=[1"], "error: malformed override 'task.length=[1'"),
         (["-m", "task.length=10,1"], "error: task.length=1 is invalid"),
         (["device=tpu"], "error: device='tpu' is unknown: allowed cpu, cuda, auto"),
+        (["seed=true"], "error: seed=True is invalid: must be an integer >= 0"),
         (
             ["-m", "train.ensemble=2,0"],
             "error: train.ensemble=0 is invalid: must be an integer >= 1",

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from study.checks import require_int
+
 
 @dataclass
 class Batch:
@@ -51,8 +53,7 @@ class Task:
     citation: str
 
     def __init__(self, length: int):
-        if not isinstance(length, int) or length < 2:
-            raise ValueError(f"task.length={length!r} is invalid: must be an integer >= 2")
+        require_int("task.length", length, 2)
         self.length = length
 
     # -- what a subclass declares ---------------------------------------------------------

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from study.checks import require_int
 from study.tasks.base import Batch, Task, one_hot
 
 
@@ -26,8 +27,7 @@ class NoiselessMemorization(Task):
 
     def __init__(self, length: int = 100, bits: int = 5):
         super().__init__(length)
-        if not isinstance(bits, int) or bits < 1:
-            raise ValueError(f"task.bits={bits!r} is invalid: must be an integer >= 1")
+        require_int("task.bits", bits, 1)
         self.bits = bits
 
     @property
@@ -65,8 +65,7 @@ class RandomPermutation(Task):
 
     def __init__(self, length: int = 100, vocab: int = 100):
         super().__init__(length)
-        if not isinstance(vocab, int) or vocab < 2:
-            raise ValueError(f"task.vocab={vocab!r} is invalid: must be an integer >= 2")
+        require_int("task.vocab", vocab, 2)
         self.vocab = self.input_size = self.output_size = vocab
 
     @property

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from study.checks import require_int
 from study.tasks.base import Batch, Task, one_hot
 
 
@@ -28,8 +29,7 @@ class SelectiveCopy(Task):
         super().__init__(length)
         if not isinstance(tokens, int) or not 1 <= tokens <= length:
             raise ValueError(f"task.tokens={tokens!r} is invalid: must be an integer in [1, T]")
-        if not isinstance(vocab, int) or vocab < 2:
-            raise ValueError(f"task.vocab={vocab!r} is invalid: must be an integer >= 2")
+        require_int("task.vocab", vocab, 2)
         self.tokens, self.vocab = tokens, vocab
         self.input_size, self.output_size = vocab + 2, vocab
 
