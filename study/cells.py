@@ -8,6 +8,10 @@ The input half of every gate, W_ih x_t + b_ih, does not depend on the state, so 
 computes it for all time steps in one matmul; `step` does only the recurrent part. A state is a
 tuple of tensors (h,) or (h, c); `step` also returns the gate activations so that probes can
 read them without re-running the cell.
+
+`keep` (B, 1) bool, optional: where False (a left-padded step of a shorter sequence) the state is
+carried over unchanged. It is applied inside the step, to c before h = o * tanh(c) reads it, so that
+the state a probe differentiates is the very tensor the next step and the readout use.
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+
+def hold(new: Tensor, old: Tensor, keep: Tensor | None) -> Tensor:
+    """The new state where `keep`, the old one elsewhere (left padding holds the state)."""
+    return new if keep is None else torch.where(keep, new, old)
 
 
 class Cell(nn.Module):
@@ -46,7 +55,7 @@ class Cell(nn.Module):
         """W_ih x_t + b_ih for every step at once: (B, T, I) -> (B, T, n_gates*H)."""
         B, T, I = x.shape
         # addmm with a contiguous transposed weight: F.linear's backward is very slow on CPU
-        # when the input has only a couple of features (see shared/notes/cpu-performance.md).
+        # when the input has only a couple of features (docs/speed.md, CPU performance notes).
         gx = torch.addmm(self.bias_ih_l0, x.reshape(B * T, I), self.weight_ih_l0.t().contiguous())
         return gx.view(B, T, -1)
 
@@ -70,11 +79,11 @@ class RNNCell(Cell):
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size)
 
-    def step(self, gx: Tensor, state: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], dict]:
+    def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None):
         (h,) = state
         a = torch.addmm(gx + self.bias_hh_l0, h, self.weight_hh_l0.t())
-        h = torch.tanh(a) if self.nonlinearity == "tanh" else torch.relu(a)
-        return (h,), {}
+        h_new = torch.tanh(a) if self.nonlinearity == "tanh" else torch.relu(a)
+        return (hold(h_new, h, keep),), {}
 
 
 class LSTMCell(Cell):
@@ -98,15 +107,15 @@ class LSTMCell(Cell):
         self.forget_gate = forget_gate
         super().__init__(input_size, hidden_size)
 
-    def step(self, gx: Tensor, state: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], dict]:
+    def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None):
         h, c = state
         a = torch.addmm(gx + self.bias_hh_l0, h, self.weight_hh_l0.t())
         a_i, a_f, a_g, a_o = a.chunk(4, dim=1)
         i, g, o = torch.sigmoid(a_i), torch.tanh(a_g), torch.sigmoid(a_o)
         f = torch.sigmoid(a_f) if self.forget_gate else torch.ones_like(c)
-        c = f * c + i * g
-        h = o * torch.tanh(c)
-        return (h, c), {"i": i, "f": f, "o": o}
+        c_new = hold(f * c + i * g, c, keep)
+        h_new = hold(o * torch.tanh(c_new), h, keep)
+        return (h_new, c_new), {"i": i, "f": f, "o": o}
 
     def n_params(self) -> int:
         n = super().n_params()
@@ -127,7 +136,7 @@ class GRUCell(Cell):
     n_gates, kind = 3, "gru"
     gate_names = ("r", "z")
 
-    def step(self, gx: Tensor, state: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], dict]:
+    def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None):
         (h,) = state
         gh = torch.addmm(self.bias_hh_l0, h, self.weight_hh_l0.t())
         x_r, x_z, x_n = gx.chunk(3, dim=1)
@@ -135,8 +144,8 @@ class GRUCell(Cell):
         r = torch.sigmoid(x_r + h_r)
         z = torch.sigmoid(x_z + h_z)
         n = torch.tanh(x_n + r * h_n)
-        h = (1 - z) * n + z * h
-        return (h,), {"r": r, "z": z}
+        h_new = (1 - z) * n + z * h
+        return (hold(h_new, h, keep),), {"r": r, "z": z}
 
 
 CELLS: dict[str, type[Cell]] = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}

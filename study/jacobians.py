@@ -32,11 +32,8 @@ def rollout(cell: Cell, gx: Tensor, state: Tensor, valid: Tensor | None) -> Tens
     n = len(cell.state_names)
     parts = tuple(state.chunk(n, dim=1))
     for t, gx_t in enumerate(gx.unbind(dim=1)):
-        new, _ = cell.step(gx_t, parts)
-        if valid is not None:
-            keep = valid[:, t, None]
-            new = tuple(torch.where(keep, a, b) for a, b in zip(new, parts))
-        parts = new
+        keep = None if valid is None else valid[:, t, None]
+        parts, _ = cell.step(gx_t, parts, keep)
     return torch.cat(parts, dim=1)
 
 

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from study.cells import CELLS, Cell
-from study.fast import IMPLS, hidden_states, supports
+from study.checks import require_bool, require_int, require_number
+from study.fast import IMPLS, choose_path, hidden_states
 
 
 @dataclass
@@ -37,9 +38,10 @@ class SequenceModel(nn.Module):
     def predict(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
         """Readout at every step, (B, T, O), by the fastest path that computes this exact
         function (study/fast.py); what training and evaluation call."""
-        if valid is None and supports(self.cell, self.impl):
-            return self.readout(hidden_states(self.cell, x, self.impl))
-        return self(x, valid).y
+        path = choose_path(self.cell, self.impl, x.device, valid is not None, members=1)
+        if path == "explicit":
+            return self(x, valid).y
+        return self.readout(hidden_states(self.cell, x, path))
 
     def forward(self, x: Tensor, valid: Tensor | None = None) -> Trajectory:
         """The explicit loop over the cell's equations, every state kept for the probes.
@@ -53,11 +55,8 @@ class SequenceModel(nn.Module):
         # unbind, not gx[:, t]: the backward of each slice would allocate a zero tensor the size
         # of all of gx, making backpropagation quadratic in T.
         for t, gx_t in enumerate(gx.unbind(dim=1)):
-            new_state, gate_values = self.cell.step(gx_t, state)
-            if valid is not None:
-                keep = valid[:, t, None]
-                new_state = tuple(torch.where(keep, new, old) for new, old in zip(new_state, state))
-            state = new_state
+            keep = None if valid is None else valid[:, t, None]
+            state, gate_values = self.cell.step(gx_t, state, keep)
             for name, s in zip(self.cell.state_names, state):
                 states[name].append(s)
             for name, g in gate_values.items():
@@ -115,7 +114,14 @@ def build_model(
         (b_ih + b_hh on the f block) to it, e.g. 1 (Gers et al. 2000) or 3.
     forget_gate: LSTM only; False fixes f = 1 (the 1997 LSTM without a forget gate).
     """
-    if cell not in CELLS:
+    require_int("model.hidden_size", hidden_size, 1)
+    if match_params is not None:
+        require_int("model.match_params", match_params, 1)
+    require_number("model.recurrent_gain", recurrent_gain)
+    if forget_bias is not None:
+        require_number("model.forget_bias", forget_bias)
+    require_bool("model.forget_gate", forget_gate)
+    if not isinstance(cell, str) or cell not in CELLS:
         raise ValueError(f"model.cell={cell!r} is unknown: allowed {', '.join(CELLS)}")
     if cell != "rnn" and nonlinearity != "tanh":
         raise ValueError(f"model.nonlinearity={nonlinearity!r} applies only to cell=rnn")
@@ -125,11 +131,7 @@ def build_model(
         allowed = "default, orthogonal, identity"
         raise ValueError(f"model.recurrent_init={recurrent_init!r} is invalid: allowed {allowed}")
     if match_params is not None:
-        if match_params < 1:
-            raise ValueError(f"model.match_params={match_params} is invalid: must be >= 1 or null")
         hidden_size = matched_hidden_size(cell, input_size, output_size, match_params, forget_gate)
-    if hidden_size < 1:
-        raise ValueError(f"model.hidden_size={hidden_size} is invalid: must be >= 1")
 
     kwargs = {"rnn": {"nonlinearity": nonlinearity}, "lstm": {"forget_gate": forget_gate}}
     recurrence = CELLS[cell](input_size, hidden_size, **kwargs.get(cell, {}))

@@ -129,3 +129,25 @@ def test_a_sparser_probe_schedule_records_the_same_values_at_its_steps():
     m_dense, m_sparse = dense.metrics_frame(), sparse.metrics_frame()
     evals = lambda m: m[m.name != "effective_horizon"].reset_index(drop=True)  # noqa: E731
     pd.testing.assert_frame_equal(evals(m_dense), evals(m_sparse), check_exact=True)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_left_padded_gradients_equal_the_trimmed_sequence(cell):
+    """Left padding holds the state, so a padded example's ||dl/ds_t|| at its real positions must
+    equal that of the same example with the padding cut off, run unmasked (an independent run).
+    Before the fix, the LSTM's stored c_t missed the same-step path through h_t = o * tanh(c_t)."""
+    task = Adding(length=24, variant="hochreiter1997")
+    model = small_model(cell, hidden=5)
+    batch = task.sample(6, torch.Generator().manual_seed(3)).apply(
+        lambda t: t.double() if t.is_floating_point() else t
+    )
+    assert not batch.valid.all()  # the lengths differ, so some examples are padded
+    _, padded = gradient_flow(model, task, batch)
+    for b in range(6):
+        start = int((~batch.valid[b]).sum())
+        one = batch[b : b + 1].apply(lambda t: t)
+        one.x, one.valid = one.x[:, start:], None
+        _, trimmed = gradient_flow(model, task, one)
+        for name in model.cell.state_names:
+            expected = trimmed[name][0]
+            torch.testing.assert_close(padded[name][b, start:], expected, rtol=1e-10, atol=0)
