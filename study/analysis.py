@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step", type=int, default=0, help="training step (default 0: init)")
     parser.add_argument("--success", action="store_true", help="seeds solved per cell and T")
     args = parser.parse_args(argv)
+    if not Path(args.results).is_dir():
+        parser.error(f"results={args.results} is not a directory")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     runs = load_runs(args.results)
     if args.success:
         print("seeds solved / seeds run  (median final eval loss / memoryless baseline)")

@@ -28,10 +28,11 @@ from study.ensemble import Ensemble, Single
 from study.model import build_model
 from study.probes import ProbeSettings, run_probes
 from study.tasks.adding import Adding
-from study.train import TrainSettings, clip_, train
+from study.train import TrainSettings, train, train_step
 
 CELLS = ("rnn", "lstm", "gru")
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
+CLIP = TrainSettings().clip_norm  # the training default: every timed step clips as training does
 TABLES = ("targets", "speed", "ensemble", "probes", "memory", "workers")
 PATHS = ("native", "explicit", "fast")
 
@@ -55,10 +56,7 @@ def step_ms(cell, H, B, T, impl, repeats, device="cpu") -> float:
     task, model, opt, batch = _setup(cell, H, B, T, impl, device)
 
     def step():
-        loss = task.loss(task.select(model.predict(batch.x)), batch).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(Single(model), task, opt, [batch], CLIP)
 
     for _ in range(2):
         step()
@@ -100,10 +98,7 @@ def targets_table(H=128, B=64, T=200, repeats=15, device="cpu") -> pd.DataFrame:
 
         def step(impl, runs=runs):
             task, model, opt, batch = runs[impl]
-            loss = task.loss(task.select(model.predict(batch.x)), batch).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(Single(model), task, opt, [batch], CLIP)
 
         steps = {impl: functools.partial(step, impl) for impl in runs}
         ms = interleaved_ms(steps, repeats, warmup=2, device=device)
@@ -123,20 +118,9 @@ def targets_table(H=128, B=64, T=200, repeats=15, device="cpu") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _train_step(task, members, opt, batches, clip=1.0) -> None:
-    """One step as study.train runs it: loss summed over members, per-member clipping, Adam."""
-    ys = members.predict([b.x for b in batches], [None] * len(batches))
-    losses = [task.loss(task.select(y), b).mean() for y, b in zip(ys, batches)]
-    opt.zero_grad(set_to_none=True)
-    torch.stack(losses).sum().backward()
-    for e in range(members.size):
-        clip_(members.member_grads(e), clip)
-    opt.step()
-
-
 def _one_by_one(task, singles, optimizers, batches) -> None:
     for single, opt, batch in zip(singles, optimizers, batches):
-        _train_step(task, single, opt, [batch])
+        train_step(single, task, opt, [batch], CLIP)
 
 
 def ensemble_table(sizes, E=8, repeats=5, device="cpu") -> pd.DataFrame:
@@ -158,7 +142,7 @@ def ensemble_table(sizes, E=8, repeats=5, device="cpu") -> pd.DataFrame:
 
         steps = {
             "single": functools.partial(_one_by_one, task, singles, single_opts, batches),
-            "ensemble": functools.partial(_train_step, task, ensemble, ensemble_opt, batches),
+            "ensemble": functools.partial(train_step, ensemble, task, ensemble_opt, batches, CLIP),
         }
         ms = interleaved_ms(steps, repeats, warmup=1, device=device)
         one, ens = ms["single"], ms["ensemble"]
@@ -270,9 +254,7 @@ def _peak_rss_worker(args, queue) -> None:
     task, model, opt, batch = _setup(cell, H, B, T, "fast")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     before = _rss_mib("VmRSS")
-    loss = task.loss(task.select(model.predict(batch.x)), batch).mean()
-    loss.backward()
-    opt.step()
+    train_step(Single(model), task, opt, [batch], CLIP)
     if probe:
         run_probes(model, task, batch, 0, ProbeSettings())
     queue.put(_rss_mib("VmHWM") - before)
@@ -301,10 +283,7 @@ def _throughput_worker(args, queue) -> None:
     task, model, opt, batch = _setup(cell, H, B, T, "fast")
     t0 = time.perf_counter()
     for _ in range(steps):
-        loss = task.loss(task.select(model.predict(batch.x)), batch).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(Single(model), task, opt, [batch], CLIP)
     queue.put(time.perf_counter() - t0)
 
 

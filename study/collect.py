@@ -4,6 +4,7 @@ status table (per configuration: seeds completed, diverged, failed, running, mis
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.results.is_dir():
         parser.error(f"results={args.results} is not a directory")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     out = args.out or args.results / "collected"
     runs = load_runs(args.results)
     if not runs.empty:

@@ -15,7 +15,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from study.fast import native_module, sequence, supports
+from study.fast import choose_path, native_module, sequence
 from study.model import SequenceModel
 
 CELL_PARAMS = ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0")  # sequence()'s order
@@ -74,7 +74,6 @@ class Ensemble(nn.Module):
         # it runs the explicit cells for the fallback path and hands out members for the probes
         object.__setattr__(self, "template", copy.deepcopy(first))
         cell = first.cell
-        self.batched = first.impl != "explicit" and supports(cell, first.impl)
         self.recurrence = sequence(cell.kind, getattr(cell, "nonlinearity", "tanh"))
 
     def params(self) -> dict[str, Tensor]:
@@ -82,9 +81,11 @@ class Ensemble(nn.Module):
 
     def predict(self, xs: list[Tensor], valids: list[Tensor | None]) -> list[Tensor]:
         """Every member's readout at every step, member e on its own batch xs[e]."""
-        p = self.params()
-        if self.batched and all(v is None for v in valids):
-            hs = self._hidden_states(torch.stack(xs), p)  # (E, B, T, H)
+        p, cell = self.params(), self.template.cell
+        padded = any(v is not None for v in valids)
+        path = choose_path(cell, self.template.impl, xs[0].device, padded, self.size)
+        if path != "explicit":
+            hs = self._hidden_states(torch.stack(xs), p, path)  # (E, B, T, H)
             W_out, b_out = p["readout.weight"].transpose(1, 2), p["readout.bias"].unsqueeze(1)
             # the readout in the states' memory order (the Functions return them time-major)
             time_major = not hs.is_contiguous()
@@ -99,13 +100,13 @@ class Ensemble(nn.Module):
             for e, (x, valid) in enumerate(zip(xs, valids))
         ]
 
-    def _hidden_states(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
+    def _hidden_states(self, x: Tensor, p: dict[str, Tensor], path: str) -> Tensor:
         """h_t of every member, (E, B, T, H), from the stacked cell parameters."""
         weights = {n: p[f"cell.{n}"] for n in CELL_PARAMS}
-        if self.template.cell.kind == "lstm" and not x.is_cuda:
-            # On CPU, torch.nn.LSTM's fused kernel runs near the matmul floor already, and the
-            # stacked LSTM measured slower (README, "Speed"): the members take turns through
-            # the fused kernel instead, on views of the stacked weights.
+        if path == "native":
+            # torch.nn's kernel for each member in turn, on views of the stacked weights. On
+            # CPU the fused LSTM runs near the matmul floor already, and a stacked LSTM measured
+            # slower (docs/speed.md), so impl=fast takes this path for the LSTM there.
             native = native_module(self._template(x.device).cell)
             call = torch.func.functional_call
             h = [

@@ -28,16 +28,33 @@ from study.cells import Cell
 IMPLS = ("explicit", "fast", "native")
 
 
-def supports(cell: Cell, impl: str) -> bool:
-    """Whether `impl` can compute this cell (otherwise the explicit loop is used)."""
-    if impl == "explicit":
-        return False
-    return not (cell.kind == "lstm" and not cell.forget_gate)
+def choose_path(cell: Cell, impl: str, device: torch.device, padded: bool, members: int) -> str:
+    """Which code computes the recurrence: the one place where `model.impl` is decided, for a
+    single model (members=1) and for a seed ensemble alike.
+
+    explicit  the cell's own loop (study/cells.py): impl=explicit, left-padded batches, the LSTM
+              without a forget gate
+    native    torch.nn on the cell's parameters: impl=native; for impl=fast, the LSTM on CPU
+              (oneDNN's fused kernel; ensemble members take turns through it) and, for a single
+              model, every cell on CUDA (cuDNN)
+    sequence  the whole-sequence Function with a hand-written BPTT: impl=fast otherwise (the RNN
+              and GRU on CPU; every cell of an ensemble on CUDA, members stacked)
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"model.impl={impl!r} is unknown: allowed {', '.join(IMPLS)}")
+    if impl == "explicit" or padded or (cell.kind == "lstm" and not cell.forget_gate):
+        return "explicit"
+    if impl == "native":
+        return "native"
+    cuda = torch.device(device).type == "cuda"
+    if cell.kind == "lstm" and not cuda:
+        return "native"
+    return "native" if cuda and members == 1 else "sequence"
 
 
-def hidden_states(cell: Cell, x: Tensor, impl: str) -> Tensor:
-    """h_t for every step, (B, T, H), by the native or the fast path (see the module docstring)."""
-    if impl == "native" or x.is_cuda or cell.kind == "lstm":
+def hidden_states(cell: Cell, x: Tensor, path: str) -> Tensor:
+    """h_t for every step, (B, T, H), by the native or the sequence path (see choose_path)."""
+    if path == "native":
         return native_module(cell)(x)[0]
     return sequence(cell.kind, cell.nonlinearity if cell.kind == "rnn" else "tanh")(
         x, cell.weight_ih_l0, cell.bias_ih_l0, cell.weight_hh_l0, cell.bias_hh_l0

@@ -8,6 +8,7 @@ whose experiments are all missing is skipped with a note.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("results", type=Path, help="a folder of experiment folders")
     parser.add_argument("--out", type=Path, help="where the PNGs go (default: RESULTS/figures)")
     args = parser.parse_args(argv)
+    if not Path(args.results).is_dir():
+        parser.error(f"results={args.results} is not a directory")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     out = args.out or args.results / "figures"
     out.mkdir(parents=True, exist_ok=True)
     for name in FIGURES:

@@ -1,12 +1,16 @@
-"""One Hydra job, from composed config to run directory: validate, build, skip, train, write.
+"""One Hydra job, from composed config to run directories: validate, build, skip, lock, train.
 
-This is the only module besides the entry point that knows about Hydra: it instantiates the
-`_target_`s of the config groups and derives the run's identity from its command-line overrides.
+This is the only module besides the entry point that knows about Hydra's config objects: it
+instantiates the `_target_`s of the config groups. Run identity and the files of a run directory
+belong to study/rundir.py.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -19,16 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from study import rundir, runtime
-from study.checks import require_int
+from study.checkpoint import CheckpointFile
+from study.checks import require_bool, require_int, suggest
 from study.ensemble import Ensemble
 from study.model import SequenceModel
 from study.probes import ProbeSettings
 from study.tasks.base import Task
 from study.train import TrainSettings, train, train_members
-
-# Overrides that do not change what a run computes, so they are not part of its identity.
-NOT_IDENTITY = {"seed", "rerun", "experiment", "out_dir", "threads", "progress", "device"}
-NOT_IDENTITY |= {"train.ensemble"}  # each member of an ensemble is the run of its own seed
 
 
 class ConfigError(ValueError):
@@ -45,33 +46,23 @@ class Job:
     device: str
 
 
-def run_id(overrides: list[str], seed: int) -> str:
-    """Directory name from the overrides that define the run, sorted by key, seed last.
-
-    e.g. ["task.length=100", "model=lstm", "seed=3"] -> "model=lstm,task.length=100,seed=3"
-    """
-    parts = {}
-    for item in overrides:
-        key, _, value = item.partition("=")
-        key = key.lstrip("+~")
-        if key in NOT_IDENTITY or key.startswith("hydra.") or key.startswith("hydra/"):
-            continue
-        parts[key] = value.replace("/", "_")
-    return ",".join([f"{k}={parts[k]}" for k in sorted(parts)] + [f"seed={seed}"])
-
-
-def build(cfg: DictConfig) -> Job:
+def build(cfg: DictConfig, check_task: bool = False) -> Job:
     """Instantiate task, model (initialised from cfg.seed), settings and optimiser, or raise
-    ConfigError naming the offending key."""
+    ConfigError naming the offending key. check_task: also sample a small batch and check it
+    against the sizes the task declares (the entry point's start-up check does)."""
     try:
-        require_int("seed", cfg.seed, 0)
+        check_top_level(cfg)
+        check_keys(cfg)
         task = instantiate(cfg.task)
+        if check_task:
+            check_samples(task)
         torch.manual_seed(cfg.seed)  # the model's initialisation is a function of the seed alone
         model = instantiate(cfg.model, input_size=task.input_size, output_size=task.output_size)
         train_cfg = OmegaConf.to_container(cfg.train, resolve=True)
         optimizer = train_cfg.pop("optimizer")
         settings = TrainSettings(**train_cfg)
         make_optimizer = instantiate(optimizer)
+        check_optimizer(make_optimizer, model, cfg.train.optimizer)
         probes = instantiate(cfg.probe)
         device = resolve_device(cfg.device)
     except InstantiationException as e:
@@ -81,56 +72,189 @@ def build(cfg: DictConfig) -> Job:
     return Job(task, model, settings, probes, make_optimizer, device)
 
 
-def member_seeds(cfg: DictConfig) -> list[int]:
-    """The seeds one job trains: cfg.seed, and with train.ensemble=E the E-1 seeds after it."""
-    return list(range(cfg.seed, cfg.seed + int(cfg.train.get("ensemble", 1))))
+def check_samples(task: Task) -> None:
+    """Sample two sequences and check their sizes; any error of the task's own code is one line."""
+    try:
+        batch = task.sample(2, torch.Generator().manual_seed(0))
+    except Exception as e:
+        raise ConfigError(f"task {type(task).__name__}: sample() raised {one_line(e)}") from e
+    task.check(batch)
+
+
+def check_top_level(cfg: DictConfig) -> None:
+    """The keys of conf/config.yaml that no `_target_` checks."""
+    require_int("seed", cfg.seed, 0)
+    require_int("threads", cfg.threads, 1)
+    require_bool("rerun", cfg.rerun)
+    if cfg.progress is not None:
+        require_bool("progress", cfg.progress)
+    if not isinstance(cfg.out_dir, str) or not cfg.out_dir:
+        raise ConfigError(f"out_dir={cfg.out_dir!r} is invalid: must be a path")
+
+
+KNOWN_TOP = {"model", "task", "train", "probe", "seed", "out_dir", "rerun", "threads", "device"}
+KNOWN_TOP |= {"progress", "hydra"}  # hydra: present when composed with its own config
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Every key is one the code reads: the top level of conf/config.yaml, and for each group
+    the parameters of its `_target_` (a `+`-added misspelt key would otherwise pass silently)."""
+    for key in cfg:
+        if key not in KNOWN_TOP:
+            raise ConfigError(f"{key} is an unknown key{suggest(key, KNOWN_TOP - {'hydra'})}")
+    nodes = {"model": cfg.model, "task": cfg.task, "probe": cfg.probe}
+    nodes["train.optimizer"] = cfg.train.optimizer
+    for prefix, node in nodes.items():
+        target = node.get("_target_")
+        if not isinstance(target, str):
+            raise ConfigError(f"{prefix}._target_ is missing: name the class or function to build")
+        try:
+            from hydra._internal.utils import _locate
+
+            params = inspect.signature(_locate(target)).parameters
+        except Exception as e:
+            raise ConfigError(f"{prefix}._target_={target!r} cannot be imported: {e}") from e
+        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            continue
+        allowed = set(params) - {"self", "params", "input_size", "output_size"}
+        for key in node:
+            if key not in allowed and not str(key).startswith("_"):
+                raise ConfigError(
+                    f"{prefix}.{key} is an unknown key{suggest(key, allowed, prefix + '.')}"
+                )
+    settings = set(inspect.signature(TrainSettings).parameters) | {"optimizer"}
+    for key in cfg.train:
+        if key not in settings:
+            raise ConfigError(f"train.{key} is an unknown key{suggest(key, settings, 'train.')}")
+
+
+def check_optimizer(make_optimizer, model: SequenceModel, node: DictConfig) -> None:
+    """Build the optimiser once on the model's parameters, so that a bad lr or betas is a config
+    error now, not a failed run later; reject optimisers whose step needs a closure (LBFGS)."""
+    name = f"train.optimizer ({node.get('_target_')})"
+    for key in ("lr", "weight_decay", "momentum", "eps"):
+        value = node.get(key)
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+            raise ConfigError(f"train.optimizer.{key}={value!r} is invalid: must be a number")
+    try:
+        optimizer = make_optimizer(list(model.parameters()))
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"{name}: {one_line(e)}") from e
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigError(f"{name} is not a torch.optim.Optimizer")
+    closure = inspect.signature(optimizer.step).parameters.get("closure")
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        raise ConfigError(f"{name} needs a closure in step(); use Adam, SGD, RMSprop, ...")
+
+
+def identity_error(cfg: DictConfig, run_dir: Path) -> str | None:
+    """The one-line error for a run directory computed with another config; None if it matches
+    (or there is nothing to compare: no run yet, or nothing of it is reused)."""
+    if not (run_dir / rundir.CONFIG).exists():
+        return None
+    info = rundir.read_run_json(run_dir) or {}
+    reused = info.get("status") in rundir.FINISHED or (run_dir / rundir.CHECKPOINT).exists()
+    old = rundir.stored_identity(run_dir)
+    if not reused or old is None:
+        return None
+    diff = rundir.identity_diff(old, rundir.identity(OmegaConf.to_container(cfg, resolve=True)))
+    if not diff:
+        return None
+    return (
+        f"{run_dir} was computed with another config: {'; '.join(diff)}. "
+        "Retrain it with rerun=true, or write to another out_dir"
+    )
 
 
 def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
     """Run one configuration into <out_dir>/<experiment>/<run id>/, one run directory per seed
     (several with train.ensemble), and return its status (members' statuses joined by "," if
-    they differ). Members already finished are skipped; the others train together."""
+    they differ). Finished runs are skipped; damaged ones retrained; runs another process holds
+    the lock of are left to it; the others train together."""
+    ensemble = int(cfg.train.get("ensemble", 1))
+    outs = rundir.job_run_dirs(cfg.out_dir, experiment, overrides, cfg.seed, ensemble)
     jobs = {}
-    for seed in member_seeds(cfg):
+    for seed, out in outs.items():
         member_cfg = cfg.copy()
         member_cfg.seed = seed
         jobs[seed] = (member_cfg, build(member_cfg))  # raises ConfigError before any write
-    outs = {seed: Path(cfg.out_dir) / experiment / run_id(overrides, seed) for seed in jobs}
-    for out in outs.values():
-        if rundir.is_finished(out) and not cfg.rerun:
-            print(f"skip   {experiment}/{out.name} ({rundir.status(out)})", file=sys.stderr)
-    todo = [seed for seed, out in outs.items() if cfg.rerun or not rundir.is_finished(out)]
-    if not todo:
-        return "skipped"
+        if not cfg.rerun and (problem := identity_error(member_cfg, out)):
+            raise ConfigError(problem)
+    watch_parent()
 
+    locks, todo, elsewhere = {}, [], []
+    for seed, out in outs.items():
+        state = rundir.status(out)
+        if state in rundir.FINISHED and not cfg.rerun:
+            print(f"skip   {experiment}/{out.name} ({state})", file=sys.stderr)
+            continue
+        locks[seed] = rundir.RunLock(out)
+        if not locks[seed].acquire():
+            holder = locks.pop(seed).holder() or {}
+            print(
+                f"busy   {experiment}/{out.name} (running elsewhere: pid {holder.get('pid')})",
+                file=sys.stderr,
+            )
+            elsewhere.append(seed)
+            continue
+        if rundir.is_finished(out) and not cfg.rerun:  # finished by another process meanwhile
+            locks.pop(seed).release()
+            continue
+        if state == "damaged":
+            problem = rundir.damage(out) or "run.json unreadable"
+            print(f"damaged {experiment}/{out.name}: {problem}; retraining", file=sys.stderr)
+        todo.append(seed)
+    try:
+        todo_jobs = {s: jobs[s] for s in todo}
+        statuses = _train(cfg, experiment, overrides, todo_jobs, outs) if todo else []
+    except KeyboardInterrupt:
+        print(f"interrupted {experiment}: rerun the same command to resume", file=sys.stderr)
+        raise
+    finally:
+        for lock in locks.values():
+            lock.release()
+    if elsewhere:
+        statuses.append("running elsewhere")
+    return ",".join(dict.fromkeys(statuses)) or "skipped"
+
+
+def _train(cfg, experiment, overrides, jobs: dict, outs: dict) -> list[str]:
+    todo = list(jobs)
     runtime.configure(cfg.threads)
     infos, checkpoints = {}, {}
-    for seed in todo:
-        member_cfg, job = jobs[seed]
-        out = outs[seed]
-        infos[seed] = {
-            "run_id": out.name,
-            "experiment": experiment,
-            "overrides": overrides,
-            "seed": seed,
-            "steps": job.settings.steps,
-            "cell": job.model.cell.kind,
-            "hidden_size": job.model.cell.hidden_size,
-            "n_params": job.model.n_params(),
-            "task": type(job.task).__name__,
-            "device": job.device,
-            "metric_name": job.task.metric_name,
-            "baseline": job.task.baseline,
-            **({"ensemble_seeds": todo} if len(todo) > 1 else {}),
-            **rundir.provenance(),
-        }
-        checkpoints[seed] = rundir.CheckpointFile(out)
-        if cfg.rerun:
-            checkpoints[seed].remove()  # a forced rerun starts from scratch
-        elif checkpoints[seed].path.exists():
-            print(f"resume {experiment}/{out.name} from its checkpoint", file=sys.stderr)
-        rundir.write_text(out / rundir.CONFIG, OmegaConf.to_yaml(member_cfg, resolve=True))
-        rundir.write_json(out / rundir.RUN_JSON, {**infos[seed], "status": "running"})
+    try:
+        for seed in todo:
+            member_cfg, job = jobs[seed]
+            out = outs[seed]
+            infos[seed] = {
+                "run_id": out.name,
+                "experiment": experiment,
+                "overrides": overrides,
+                "seed": seed,
+                "steps": job.settings.steps,
+                "cell": job.model.cell.kind,
+                "hidden_size": job.model.cell.hidden_size,
+                "n_params": job.model.n_params(),
+                "task": type(job.task).__name__,
+                "device": job.device,
+                "metric_name": job.task.metric_name,
+                "baseline": job.task.baseline,
+                "sweep": os.environ.get(rundir.SWEEP_ENV),
+                **({"ensemble_seeds": todo} if len(todo) > 1 else {}),
+                **rundir.provenance(),
+            }
+            checkpoints[seed] = CheckpointFile(out)
+            if cfg.rerun:
+                checkpoints[seed].remove()  # a forced rerun starts from scratch
+            elif checkpoints[seed].path.exists():
+                print(f"resume {experiment}/{out.name} from its checkpoint", file=sys.stderr)
+            rundir.write_text(out / rundir.CONFIG, OmegaConf.to_yaml(member_cfg, resolve=True))
+            rundir.write_json(out / rundir.RUN_JSON, {**infos[seed], "status": "running"})
+    except OSError as e:
+        if not rundir.is_disk_error(e):
+            raise
+        print(f"error: cannot write {e.filename or outs[seed]}: {e.strerror}", file=sys.stderr)
+        return ["failed"]
 
     job = jobs[todo[0]][1]
     common = dict(probes=job.probes, progress=cfg.progress, device=job.device)
@@ -144,29 +268,56 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
             members = Ensemble([jobs[seed][1].model for seed in todo])
             args = (members, job.task, job.make_optimizer, job.settings, todo)
             records = train_members(*args, checkpoints=[checkpoints[s] for s in todo], **common)
-    except Exception:
+        wall_time = time.perf_counter() - start
+        for seed, rec in zip(todo, records):
+            out = outs[seed]
+            rundir.write_tables(out, rec.tables())
+            info = infos[seed] | {"status": rec.status, "wall_time_s": wall_time, **rec.final}
+            rundir.seal(out, info)  # last: from now on it reads as finished
+            checkpoints[seed].remove()
+            print(f"{rec.status:<9} {out}", file=sys.stderr)
+    except Exception as e:
+        disk = rundir.is_disk_error(e)
         for seed in todo:
+            if rundir.is_finished(outs[seed]):
+                continue
             info = infos[seed] | {"status": "failed", "traceback": traceback.format_exc()}
             info["wall_time_s"] = time.perf_counter() - start
-            rundir.write_json(outs[seed] / rundir.RUN_JSON, info)
-            print(f"FAILED {experiment}/{outs[seed].name}: see run.json", file=sys.stderr)
-        runtime.release()
-        return "failed"
+            try:
+                rundir.write_json(outs[seed] / rundir.RUN_JSON, info)
+            except OSError:
+                pass  # the disk that failed the run may not take its run.json either
+            where = f"cannot write {e.filename}: {e.strerror}" if disk else one_line(e)[:200]
+            print(f"FAILED {experiment}/{outs[seed].name}: {where}", file=sys.stderr)
+        return ["failed"]
+    finally:
+        runtime.release()  # the memory kept for speed goes back before the next job of a worker
+    return [rec.status for rec in records]
 
-    wall_time = time.perf_counter() - start
-    for seed, rec in zip(todo, records):
-        out = outs[seed]
-        rundir.write_parquet(out / rundir.METRICS, rec.metrics_frame())
-        rundir.write_parquet(out / rundir.FLOW, rec.flow_frame())
-        rundir.write_parquet(out / rundir.EVIDENCE, rec.evidence_frame())
-        rundir.write_parquet(out / rundir.WEIGHTS, rec.weights_frame())
-        info = infos[seed] | {"status": rec.status, "wall_time_s": wall_time, **rec.final}
-        rundir.write_json(out / rundir.RUN_JSON, info)  # last: from now on it reads as finished
-        checkpoints[seed].remove()
-        print(f"{rec.status:<9} {out}", file=sys.stderr)
-    runtime.release()  # the memory kept for speed goes back before the next job of a worker
-    statuses = list(dict.fromkeys(rec.status for rec in records))
-    return ",".join(statuses)
+
+_watching = False
+
+
+def watch_parent() -> None:
+    """In a joblib (loky) worker of a sweep, exit when the process that launched the sweep dies
+    (kill -9 leaves the workers training otherwise); at once if it is gone already (a job handed
+    over just before). Its run keeps its checkpoint and reads as unfinished. Not elsewhere: a
+    sweep under nohup must survive its shell, and a SLURM job has another parent."""
+    global _watching
+    import multiprocessing
+
+    launcher = os.environ.get(rundir.SWEEP_PID_ENV)
+    loky = multiprocessing.current_process().name.startswith("LokyProcess")
+    if _watching or not loky or launcher is None:
+        return
+    _watching = True
+
+    def watch():
+        while os.getppid() == int(launcher):
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
 def resolve_device(device: str) -> str:

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from study.checks import require_int
+from study.checks import require_int, require_number
 from study.jacobians import jacobian_norms, log_spaced_lags, recurrent_spectra
 from study.model import SequenceModel
 from study.tasks.base import Batch, Task
@@ -59,8 +59,12 @@ class ProbeSettings:
         if self.precision not in ("float64", "float32"):
             bad = f"probe.precision={self.precision!r}"
             raise ValueError(f"{bad} is invalid: allowed float64, float32")
-        for key in ("every", "jacobian_examples", "jacobian_lags", "power_iters", "jacobian_every"):
+        for key in ("every", "jacobian_examples", "jacobian_every"):
             require_int(f"probe.{key}", getattr(self, key), 0)
+        for key in ("jacobian_lags", "power_iters"):
+            require_int(f"probe.{key}", getattr(self, key), 1)
+        require_number("probe.saturation", self.saturation)
+        require_number("probe.horizon_fraction", self.horizon_fraction)
         if not 0.5 < self.saturation < 1:
             raise ValueError(
                 f"probe.saturation={self.saturation!r} is invalid: must be in (0.5, 1)"

@@ -3,13 +3,18 @@
     runs = load_runs("results/lags_adding")              # one row per finished run
     flow = load_table("results/lags_adding", "grad_flow")  # every run's rows, with run columns
 
-Tables are cached per results directory in <root>/.cache/, keyed by the run.json files they
-were built from, so a reload after an unchanged sweep reads one parquet file.
+Finished runs are verified against the checksums their run.json records; a damaged run is left
+out with one warning naming its path and what is wrong (`status_table` lists it). Tables are
+cached in <root>/.cache/, keyed by the runs' paths relative to <root> and their recorded
+checksums, so the key does not depend on how <root> is spelled and a reload after an unchanged
+sweep reads one parquet file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +22,8 @@ import yaml
 
 from study import rundir
 
-TABLES = ("metrics", "grad_flow", "evidence", "weights")
+TABLES = tuple(rundir.TABLES)
+log = logging.getLogger(__name__)
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -27,16 +33,32 @@ def run_dirs(root: Path) -> list[Path]:
 
 def load_runs(root: Path, finished_only: bool = True) -> pd.DataFrame:
     """One row per run: run.json fields, plus the resolved config flattened into `cfg.*` columns;
-    `config` is the run id without its seed (the configuration the seeds replicate)."""
+    `config` is the run id without its seed (the configuration the seeds replicate). `status` is
+    rundir.status (damaged when a finished run's files fail their checksums); `problem` says
+    what is wrong. finished_only: only intact completed or diverged runs."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"results={root} is not a directory")
     rows = []
     for d in run_dirs(root):
-        info = rundir.read_run_json(d)
-        if info is None or (finished_only and info.get("status") not in rundir.FINISHED):
+        info = rundir.read_run_json(d) or {}
+        state = rundir.status(d)
+        problem = rundir.damage(d) if state == "damaged" else None
+        if state == "damaged":
+            log.warning("damaged run %s: %s (rerun its sweep to retrain it)", d, problem)
+        if finished_only and state not in rundir.FINISHED:
             continue
-        cfg = yaml.safe_load((d / rundir.CONFIG).read_text())
-        flat = pd.json_normalize(cfg, sep=".").iloc[0].to_dict()
+        try:
+            cfg = yaml.safe_load((d / rundir.CONFIG).read_text()) or {}
+            flat = pd.json_normalize(cfg, sep=".").iloc[0].to_dict()
+        except (OSError, yaml.YAMLError, AttributeError, IndexError):
+            flat = {}
         info = {k: v for k, v in info.items() if not isinstance(v, dict | list)}
-        rows.append({**info, "path": str(d), **{f"cfg.{k}": v for k, v in flat.items()}})
+        info.setdefault("run_id", d.name)
+        if "seed" not in info and (m := re.search(r"seed=(\d+)$", d.name)):
+            info["seed"] = int(m.group(1))  # run.json unreadable: the run id still says it
+        row = {**info, "status": state, "problem": problem, "path": str(d)}
+        rows.append({**row, **{f"cfg.{k}": v for k, v in flat.items()}})
     runs = pd.DataFrame(rows)
     if len(runs):
         runs["config"] = runs["run_id"].str.replace(r",?seed=\d+$", "", regex=True)
@@ -44,10 +66,13 @@ def load_runs(root: Path, finished_only: bool = True) -> pd.DataFrame:
     return runs
 
 
-def _fingerprint(runs: pd.DataFrame) -> str:
+def _fingerprint(root: Path, runs: pd.DataFrame) -> str:
+    """Content key of a set of runs: their paths relative to root and their recorded checksums."""
     h = hashlib.sha256()
     for path in sorted(runs["path"]):
-        h.update(f"{path}:{(Path(path) / rundir.RUN_JSON).stat().st_mtime_ns}".encode())
+        info = rundir.read_run_json(Path(path)) or {}
+        rel = Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+        h.update(f"{rel}:{sorted((info.get('checksums') or {}).items())}".encode())
     return h.hexdigest()[:16]
 
 
@@ -61,13 +86,13 @@ def load_table(
     runs = load_runs(root) if runs is None else runs
     if runs.empty:
         return pd.DataFrame()
-    cached = Path(root) / ".cache" / f"{table}-{_fingerprint(runs)}.parquet"
+    cached = Path(root) / ".cache" / f"{table}-{_fingerprint(root, runs)}.parquet"
     if cache and cached.exists():
         return pd.read_parquet(cached)
     keys = runs[["path", "run_id", "config", "seed", "cell"]]
     frames = []
     for row in keys.itertuples(index=False):
-        f = Path(row.path) / f"{table}.parquet"
+        f = Path(row.path) / rundir.TABLES[table]
         if f.exists():
             frames.append(pd.read_parquet(f).assign(**row._asdict()))
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -78,19 +103,22 @@ def load_table(
     return out
 
 
+STATUSES = ("completed", "diverged", "failed", "damaged", "running", "missing")
+
+
 def status_table(root: Path) -> pd.DataFrame:
-    """Per configuration: seeds completed, diverged, failed, running, and missing (seeds that
-    other configurations of the same results directory have)."""
+    """Per configuration: seeds completed, diverged, failed, damaged, running (or interrupted),
+    and missing (seeds that other configurations of the same results directory have)."""
     runs = load_runs(root, finished_only=False)
     if runs.empty:
-        return pd.DataFrame()
-    all_seeds = set(runs["seed"])
+        return pd.DataFrame(columns=["config", *STATUSES])
+    all_seeds = set(runs["seed"].dropna())
     rows = []
     for config, g in runs.groupby("config", sort=True):
         counts = g["status"].value_counts()
         row = {"config": config}
-        for status in ("completed", "diverged", "failed", "running"):
-            row[status] = int(counts.get(status, 0))
-        row["missing"] = len(all_seeds - set(g["seed"]))
+        for state in STATUSES[:-1]:
+            row[state] = int(counts.get(state, 0))
+        row["missing"] = len(all_seeds - set(g["seed"].dropna()))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -1,13 +1,18 @@
-"""Command-line entry point: `python -m study.run [-m] [key=value ...]`.
+"""Command-line entry point: `python -m study.run [-m] [key=value ...]` (or `study-run`).
 
 Hydra composes `conf/`; `study.job` does the work. Before Hydra starts, the overrides are checked
-by composing the config once, so a malformed override, an unknown model or task, or an impossible
-value stops with one line naming the key and what is allowed, and nothing is written.
+by composing the config once per value of every sweep override, so a malformed override, an
+unknown model, task or key, an impossible value, an unwritable out_dir, or a run directory that
+holds results of another config stops with one line naming the key and what is allowed, and
+nothing is written.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -15,9 +20,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import MissingConfigException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from study.job import ConfigError, build, one_line, run_job
+from study import rundir
+from study.checks import suggest
+from study.job import ConfigError, build, identity_error, one_line, run_job
+from study.sweep import SweepSummary, sweep_jobs
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -35,15 +43,21 @@ def main(cfg: DictConfig) -> str:
     return status
 
 
+def _compose(overrides: list[str], hydra_config: bool = False) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=hydra_config)
+
+
 def precheck(argv: list[str]) -> None:
     """Compose and build the config once per value of every sweep override (the others at their
-    first value), so that each bad value is caught; exit with one line on the first error."""
+    first value), so that each bad value is caught; then check the launcher, out_dir, and every
+    existing run directory of the sweep against its config. Exit with one line on an error."""
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Override
 
     args, _ = get_args_parser().parse_known_args(argv)
-    if args.help or args.hydra_help or args.info or args.shell_completion:
+    if args.help or args.hydra_help or args.info or args.shell_completion or args.cfg:
         return
     parser, parsed = OverridesParser.create(), []
     for line in args.overrides:
@@ -70,9 +84,10 @@ def precheck(argv: list[str]) -> None:
     ]
     for overrides in variants:
         try:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                cfg = compose(config_name="config", overrides=overrides)
-            build(cfg)
+            cfg = _compose(overrides, hydra_config=True)
+            build(cfg, check_task=True)
+            check_launcher(cfg)
+            check_writable(Path(cfg.out_dir))
         except MissingConfigException as e:
             group, _, name = (e.missing_cfg_file or "?/?").rpartition("/")
             allowed = ", ".join(e.options or [])
@@ -80,9 +95,91 @@ def precheck(argv: list[str]) -> None:
         except ConfigError as e:
             sys.exit(f"error: {e}")
         except Exception as e:
-            sys.exit(f"error: {one_line(e)}")
+            sys.exit(f"error: {with_suggestion(one_line(e))}")
+    try:
+        if args.multirun:
+            check_sweep_identity(_compose(base, hydra_config=True), args.overrides)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+
+
+def with_suggestion(message: str) -> str:
+    """Hydra's "Could not override 'a.b'" with the closest existing key and the allowed ones."""
+    m = re.match(r"Could not override '([\w.]+)'", message)
+    if m is None:
+        return message
+    key = m.group(1)
+    parent, _, leaf = key.rpartition(".")
+    node = _compose([])
+    keys = OmegaConf.select(node, parent) if parent else node
+    allowed = (
+        [k for k in keys if not str(k).startswith("_")] if isinstance(keys, DictConfig) else ()
+    )
+    return f"{key} is an unknown key{suggest(leaf, allowed, parent + '.' if parent else '')}"
+
+
+def check_launcher(cfg: DictConfig) -> None:
+    n_jobs = OmegaConf.select(cfg, "hydra.launcher.n_jobs", default=None)
+    bad = not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0
+    if n_jobs is not None and bad:
+        raise ConfigError(
+            f"hydra.launcher.n_jobs={n_jobs!r} is invalid: must be a nonzero integer "
+            "(workers; -1 = one per core)"
+        )
+
+
+def check_writable(out_dir: Path) -> None:
+    """out_dir (or its nearest existing parent) is a directory this process can create files in;
+    creates nothing that it does not remove again."""
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"out_dir={out_dir} is not writable: {existing} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".study-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"out_dir={out_dir} is not writable: {e.strerror} ({existing})") from e
+
+
+def check_sweep_identity(base: DictConfig, overrides: list[str]) -> None:
+    """Every run directory of the sweep that already holds results is compared with the config
+    its job composes now; composing only for those keeps a fresh sweep's start-up cheap."""
+    experiment = base.hydra.runtime.choices.get("experiment") or "default"
+    own = [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    task = [o for o in overrides if o not in own]
+    for job in sweep_jobs(base, task):
+        values = dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o)
+        seed = int(values.get("seed", base.seed))
+        members = int(values.get("train.ensemble", base.train.ensemble))
+        dirs = rundir.job_run_dirs(base.out_dir, experiment, job, seed, members)
+        existing = {s: d for s, d in dirs.items() if (d / rundir.CONFIG).exists()}
+        if not existing:
+            continue
+        job_cfg = _compose(job + own)
+        if job_cfg.rerun is True:
+            continue
+        for s, d in existing.items():
+            job_cfg.seed = s
+            if problem := identity_error(job_cfg, d):
+                raise ConfigError(problem)
+
+
+def cli() -> None:
+    """The console script `study-run`: precheck, Hydra, and a clean exit on Ctrl-C."""
+    precheck(sys.argv[1:])
+    try:
+        main()
+    except KeyboardInterrupt:
+        last = getattr(SweepSummary, "last", None)
+        if last is not None:
+            last.report(last.config)
+        sys.exit("interrupted: rerun the same command to resume")
+    if SweepSummary.failed:
+        sys.exit(1)  # the summary above names the runs that failed
 
 
 if __name__ == "__main__":
-    precheck(sys.argv[1:])
-    main()
+    cli()

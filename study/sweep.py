@@ -1,14 +1,18 @@
-"""The end-of-sweep summary: completed / skipped / diverged / failed, with the failed run ids.
+"""The end-of-sweep summary: completed / skipped / diverged / failed / damaged / running elsewhere.
 
 A Hydra callback (registered in conf/config.yaml) that runs in the process that launched the
-sweep, whatever the launcher: it expands the sweep's overrides into run ids, as the jobs did,
-and reads each run's run.json. A run whose run.json predates the sweep was skipped.
+sweep, whatever the launcher. At the start it hands the jobs a sweep token (an environment
+variable that workers inherit; each run.json records it), so that at the end a run counts as
+trained by this sweep only if its run.json carries this token: a run another sweep trained
+meanwhile is "skipped", never claimed. It expands the sweep's overrides into run directories as
+the jobs do (study.rundir), and imports nothing of the training stack.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -18,51 +22,71 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from study import rundir
-from study.job import run_id
+
+ORDER = ["completed", "skipped", "diverged", "failed", "damaged", "unfinished", "running elsewhere"]
+ORDER += ["missing"]
+
+
+def sweep_jobs(config: DictConfig, overrides: list[str] | None = None) -> list[list[str]]:
+    """The overrides of every job of this multirun, as Hydra's basic sweeper expands them: the
+    experiment's sweep params, then the command line's (default: the task overrides Hydra kept)."""
+    params = config.hydra.sweeper.get("params") or {}
+    overrides = list(config.hydra.overrides.task) if overrides is None else overrides
+    parsed = OverridesParser.create().parse_overrides(
+        [f"{k}={v}" for k, v in params.items()] + overrides
+    )
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
 def sweep_run_dirs(config: DictConfig) -> list[Path]:
-    """The run directory of every job of this multirun."""
-    params = config.hydra.sweeper.get("params") or {}
-    overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    """The run directory of every run of this multirun (one per member of an ensemble job)."""
     experiment = config.hydra.runtime.choices.get("experiment") or "default"
     dirs = []
-    for batch in BasicSweeper.split_arguments(parsed, None):
-        for job in batch:
-            values = dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o)
-            seed = int(values.get("seed", config.seed))
-            members = int(values.get("train.ensemble", config.train.get("ensemble", 1)))
-            for member in range(seed, seed + members):  # an ensemble job writes one dir per seed
-                dirs.append(Path(config.out_dir) / experiment / run_id(job, member))
+    for job in sweep_jobs(config):
+        values = dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o)
+        seed = int(values.get("seed", config.seed))
+        members = int(values.get("train.ensemble", config.train.get("ensemble", 1)))
+        dirs += rundir.job_run_dirs(config.out_dir, experiment, job, seed, members).values()
     return dirs
 
 
-def summarise(dirs: list[Path], started: float) -> tuple[Counter, list[str]]:
-    counts, failed = Counter(), []
+def summarise(dirs: list[Path], token: str | None) -> tuple[Counter, dict[str, list[str]]]:
+    """Counts by outcome for this sweep, and the run ids of the ones that need attention."""
+    counts, named = (
+        Counter(),
+        {k: [] for k in ("failed", "damaged", "unfinished", "running elsewhere")},
+    )
     for d in dirs:
-        info = rundir.read_run_json(d)
-        if info is None:
-            counts["missing"] += 1
-            continue
-        status = info.get("status")
-        if status in rundir.FINISHED and (d / rundir.RUN_JSON).stat().st_mtime < started:
-            status = "skipped"
-        counts[status] += 1
-        if status == "failed":
-            failed.append(d.name)
-    return counts, failed
+        state = rundir.status(d)
+        info = rundir.read_run_json(d) or {}
+        if state in rundir.FINISHED and info.get("sweep") != token:
+            state = "skipped"  # finished before this sweep, or by another one
+        elif state == "running":
+            state = "running elsewhere" if rundir.RunLock(d).busy() else "unfinished"
+        counts[state] += 1
+        if state in named:
+            named[state].append(d.name)
+    return counts, named
 
 
 class SweepSummary(Callback):
+    failed = 0  # runs this sweep leaves failed, damaged or missing: the command exits nonzero
+
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self.started = time.time()
+        self.token, self.config = uuid.uuid4().hex, config
+        SweepSummary.last = self  # for the summary so far after Ctrl-C (study/run.py)
+        os.environ[rundir.SWEEP_ENV] = self.token  # joblib/submitit workers inherit it
+        os.environ[rundir.SWEEP_PID_ENV] = str(os.getpid())  # joblib workers watch this process
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        self.report(config)
+
+    def report(self, config: DictConfig) -> None:
         dirs = sweep_run_dirs(config)
-        counts, failed = summarise(dirs, getattr(self, "started", 0.0))
-        order = ["completed", "skipped", "diverged", "failed", "running", "missing"]
-        line = " / ".join(f"{counts[k]} {k}" for k in order if counts[k] or k in order[:4])
-        print(f"sweep of {len(dirs)} runs: {line}", file=sys.stderr)
-        for ident in failed:
-            print(f"  failed: {ident}", file=sys.stderr)
+        counts, named = summarise(dirs, getattr(self, "token", None))
+        parts = [f"{counts[k]} {k}" for k in ORDER if counts[k] or k in ORDER[:4]]
+        print(f"sweep of {len(dirs)} runs: {' / '.join(parts)}", file=sys.stderr)
+        for state, ids in named.items():
+            for ident in ids:
+                print(f"  {state}: {ident}", file=sys.stderr)
+        SweepSummary.failed = sum(counts[k] for k in ("failed", "damaged", "unfinished", "missing"))

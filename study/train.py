@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from study.checks import require_int
+from study.checks import require_int, require_number
 from study.ensemble import Ensemble, Single
 from study.model import SequenceModel
 from study.probes import ProbeSettings, run_probes
@@ -45,8 +45,8 @@ class TrainSettings:
         }
         for key, (value, low) in checks.items():
             require_int(f"train.{key}", value, low)
-        if self.clip_norm is not None and not self.clip_norm > 0:
-            raise ValueError(f"train.clip_norm={self.clip_norm!r} is invalid: must be > 0 or null")
+        if self.clip_norm is not None:
+            require_number("train.clip_norm", self.clip_norm, 0, strict=True)
 
 
 @dataclass
@@ -59,6 +59,15 @@ class Records:
     evidence: list[pd.DataFrame] = field(default_factory=list)  # gradient at evidence positions
     weights: list[pd.DataFrame] = field(default_factory=list)  # spectra of W_hh
     final: dict = field(default_factory=dict)  # last evaluation and whether the task is solved
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The run's tables by name (study.rundir.TABLES)."""
+        return {
+            "metrics": self.metrics_frame(),
+            "grad_flow": self.flow_frame(),
+            "evidence": self.evidence_frame(),
+            "weights": self.weights_frame(),
+        }
 
     def metrics_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.metrics, columns=["step", "name", "value"])
@@ -81,7 +90,7 @@ Members = Single | Ensemble  # one model, or a seed ensemble (study/ensemble.py)
 
 
 class Checkpoint(Protocol):
-    """Where a run keeps its resumable state (see rundir.CheckpointFile)."""
+    """Where a run keeps its resumable state (see study.checkpoint.CheckpointFile)."""
 
     def load(self) -> dict | None: ...
     def save(self, state: dict) -> None: ...
@@ -107,6 +116,32 @@ def clip_(grads: list[Tensor], max_norm: float | None) -> Tensor:
         for g in grads:
             g.mul_(coef)
     return total
+
+
+def gradient_step(
+    members: Members,
+    task: Task,
+    optimizer: torch.optim.Optimizer,
+    batches: list[Batch],
+    clip_norm: float | None,
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The gradient half of one training step, as the loop and the benchmark run it: each
+    member's mean loss on its own batch, one backward pass of their sum (members share no
+    parameter, so each gets exactly its own gradient), each member's gradient clipped on its
+    own. Returns the losses and the gradient norms before clipping; `optimizer.step()` (after
+    the loop has checked them for divergence) completes the step."""
+    ys = members.predict([b.x for b in batches], [b.valid for b in batches])
+    losses = [task.loss(task.select(y), b).mean() for y, b in zip(ys, batches)]
+    optimizer.zero_grad(set_to_none=True)
+    torch.stack(losses).sum().backward()
+    norms = [clip_(members.member_grads(e), clip_norm) for e in range(members.size)]
+    return losses, norms
+
+
+def train_step(members, task, optimizer, batches, clip_norm) -> None:
+    """One whole training step (what the benchmark times): gradient_step, then the update."""
+    gradient_step(members, task, optimizer, batches, clip_norm)
+    optimizer.step()
 
 
 @torch.no_grad()
@@ -203,15 +238,11 @@ def train_members(
                 records[e].flow.append(probed[e].flow)
                 records[e].evidence.append(probed[e].evidence)
                 records[e].weights.append(probed[e].weights)
-        ys = members.predict([b.x for b in batches], [b.valid for b in batches])
-        losses = [task.loss(task.select(y), b).mean() for y, b in zip(ys, batches)]
-        optimizer.zero_grad(set_to_none=True)
-        torch.stack(losses).sum().backward()  # members share no parameter: each its own gradient
+        losses, norms = gradient_step(members, task, optimizer, batches, s.clip_norm)
         evals = evaluate(members, task, eval_batches, s.eval_chunk) if log else None
 
         for e in filter(active.__getitem__, range(E)):
-            grad_norm = clip_(members.member_grads(e), s.clip_norm)
-            rec, train_loss, grad_norm = records[e], losses[e].item(), grad_norm.item()
+            rec, train_loss, grad_norm = records[e], losses[e].item(), norms[e].item()
             if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
                 rec.metrics += [
                     {"step": step, "name": "train_loss", "value": train_loss},

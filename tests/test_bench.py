@@ -20,3 +20,26 @@ def test_an_unknown_table_is_one_line_error(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown table speeed: allowed targets" in proc.stderr
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_the_benchmark_times_the_training_loops_own_step(monkeypatch):
+    """Both the loop (study.train.train_members) and every timed step of the benchmark go
+    through study.train.gradient_step: count its calls from each."""
+    import study.train
+    from study import bench
+    from study.model import build_model
+    from study.tasks.adding import Adding
+    from study.train import TrainSettings, train
+
+    calls = []
+    real = study.train.gradient_step
+    monkeypatch.setattr(study.train, "gradient_step", lambda *a: calls.append(1) or real(*a))
+
+    bench.step_ms("gru", H=4, B=2, T=5, impl="fast", repeats=3)
+    assert len(calls) == 2 + 3  # warm-up and timed steps
+
+    calls.clear()
+    model = build_model("rnn", 2, 1, hidden_size=4)
+    settings = TrainSettings(steps=3, batch_size=2, log_every=3, eval_size=4)
+    train(model, Adding(5), bench.ADAM, settings, seed=0)
+    assert len(calls) == 3 + 1  # steps 0..3: the last computes its gradient, records, stops

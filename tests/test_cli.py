@@ -109,7 +109,7 @@ def test_divergence_is_recorded_and_exits_zero(tmp_path):
         (["task=parity"], "error: task=parity is unknown: allowed adding"),
         (["task.length=1"], "error: task.length=1 is invalid: must be an integer >= 2"),
         (["train.steps=-5"], "error: train.steps=-5 is invalid: must be an integer >= 0"),
-        (["train.stepz=5"], "error: Could not override 'train.stepz'"),
+        (["train.stepz=5"], "error: train.stepz is an unknown key: did you mean train.steps?"),
         (["task.length=[1"], "error: malformed override 'task.length=[1'"),
         (["-m", "task.length=10,1"], "error: task.length=1 is invalid"),
         (["device=tpu"], "error: device='tpu' is unknown: allowed cpu, cuda, auto"),

@@ -87,7 +87,7 @@ class Stop(Exception):
 
 
 class Store:
-    """An in-memory checkpoint (study.rundir.CheckpointFile keeps the same dict on disk) that
+    """An in-memory checkpoint (study.checkpoint.CheckpointFile keeps the same dict on disk) that
     can stop the run right after it saved step `stop_at`, as a kill would."""
 
     def __init__(self, stop_at=None):

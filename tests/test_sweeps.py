@@ -87,7 +87,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
         out=tmp_path / "results",
         env=env,
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # after its summary: a failed run is not a success
     assert "1 completed / 0 skipped / 0 diverged / 1 failed" in proc.stderr
     config = "model.hidden_size=4,task=boom,task.length=13,train.eval_size=32,train.log_every=2"
     config += ",train.steps=4"

@@ -76,6 +76,35 @@ class Task:
     solved_criterion: str  # the success criterion, in words, with its source
 
     # -- shared behaviour -------------------------------------------------------------------
+    def check(self, batch: Batch) -> None:
+        """Raise ValueError unless a sampled batch has the sizes the task declares (a task added
+        from outside the repository is checked before any run starts)."""
+        name = type(self).__name__
+        B, T, I = batch.x.shape
+        problems = []
+        if I != self.input_size:
+            problems.append(f"x has {I} input features, input_size is {self.input_size}")
+        if self.kind == "regression":
+            if batch.y.dim() != 3 or batch.y.shape[-1] != self.output_size:
+                problems.append(f"y is {tuple(batch.y.shape)}, want (B, K, {self.output_size})")
+        elif self.kind == "classification":
+            if batch.y.dtype != torch.long or batch.y.dim() != 2:
+                problems.append(f"y is {batch.y.dtype} {tuple(batch.y.shape)}, want long (B, K)")
+            elif not 0 <= int(batch.y.min()) <= int(batch.y.max()) < self.output_size:
+                problems.append(f"y holds classes outside 0..{self.output_size - 1}")
+        else:
+            problems.append(f"kind is {self.kind!r}, want regression or classification")
+        K = batch.y.shape[1] if batch.y.dim() >= 2 else -1
+        if K != self.loss_window or K > T:
+            problems.append(f"y has {K} loss positions, loss_window is {self.loss_window} (T={T})")
+        if batch.valid is not None and tuple(batch.valid.shape) != (B, T):
+            problems.append(f"valid is {tuple(batch.valid.shape)}, want {(B, T)}")
+        if batch.evidence.dim() != 2 or batch.evidence.shape[0] != B:
+            problems.append(f"evidence is {tuple(batch.evidence.shape)}, want (B, E)")
+        if problems:
+            problems = "; ".join(problems)
+            raise ValueError(f"task {name} does not match its declared sizes: {problems}")
+
     def select(self, y_all: Tensor) -> Tensor:
         """The model's outputs at the loss positions: (B, T, O) -> (B, K, O)."""
         return y_all[:, -self.loss_window :]

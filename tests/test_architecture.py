@@ -1,0 +1,32 @@
+"""The layers stay apart: reading results never loads torch, the model and training code never
+load Hydra, the sweep callback never loads the training stack. Checked in a fresh interpreter."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+READERS = ["study.rundir", "study.results", "study.collect", "study.analysis", "study.figures"]
+READERS += ["study.plots", "study.sweep"]
+TRAINING = ["study.cells", "study.model", "study.fast", "study.ensemble", "study.train"]
+TRAINING += ["study.probes", "study.jacobians", "study.tasks.adding"]
+
+
+def loaded(module: str) -> set[str]:
+    code = f"import sys, {module}; print(' '.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return set(out.stdout.split())
+
+
+@pytest.mark.parametrize("module", READERS)
+def test_reading_results_does_not_load_torch_or_the_training_stack(module):
+    mods = loaded(module)
+    assert "torch" not in mods and "study.train" not in mods and "study.job" not in mods
+
+
+@pytest.mark.parametrize("module", TRAINING)
+def test_models_and_training_do_not_load_hydra(module):
+    assert not {m for m in loaded(module) if m == "hydra" or m.startswith("hydra.")}
