@@ -4,7 +4,7 @@ STAMP := .venv/.installed
 PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=2
 REFERENCE := init_ratio init_rnn_scale init_lstm_forget_bias memory_path lags_adding matched lags_copy
 
-.PHONY: install run test reference figures
+.PHONY: install run test reference figures notebooks
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -27,3 +27,9 @@ test: $(STAMP)
 reference: $(STAMP)
 	for e in $(REFERENCE); do $(PY) -m study.run -m experiment=$$e out_dir=results/reference $(PARALLEL) || exit 1; done
 	$(PY) -m study.figures results/reference --out results/figures
+
+# Jupyter Lab on the notebooks (installs the `notebooks` extra once). The .py files open as
+# notebooks (jupytext); each redraws its figures from results/reference, training nothing.
+notebooks: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,notebooks]'
+	.venv/bin/jupyter lab notebooks/

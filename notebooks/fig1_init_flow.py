@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -25,7 +27,7 @@
 import os
 
 RESULTS = os.environ.get("STUDY_RESULTS", "../results/reference")  # a folder of experiment folders
-FIGURES = os.environ.get("STUDY_FIGURES", "../results/figures")  # where the PNGs are saved
+FIGURES = os.environ.get("STUDY_FIGURES")  # a folder to also save the PNGs in; None: only show
 
 # %%
 from study.figures import show

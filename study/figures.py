@@ -11,6 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 
 from study import plots
@@ -78,14 +79,17 @@ def render(name: str, root: Path):
     return plots.matched_comparison(runs, table("grad_flow"))
 
 
-def show(name: str, results: str | Path, figures: str | Path):
-    """Render figure `name` from `results`, save it as <figures>/<name>.png, return it (for a
-    notebook to display)."""
+def show(name: str, results: str | Path, figures: str | Path | None = None):
+    """Figure `name` from the experiments under `results`, for a notebook to display; saved as
+    <figures>/<name>.png when `figures` is given. Experiments missing: a note, and None."""
     fig = render(name, Path(results))
     if fig is None:
-        raise FileNotFoundError(f"{name} needs one of {FIGURES[name]} under {results}")
-    Path(figures).mkdir(parents=True, exist_ok=True)
-    fig.savefig(Path(figures) / f"{name}.png", dpi=130)
+        print(f"{name}: skipped, none of {', '.join(FIGURES[name])} under {results}")
+        return None
+    if figures is not None:
+        Path(figures).mkdir(parents=True, exist_ok=True)
+        fig.savefig(Path(figures) / f"{name}.png", dpi=130)
+    plt.close(fig)  # the returned figure is displayed once, not again by the inline backend
     return fig
 
 
@@ -94,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("results", type=Path, help="a folder of experiment folders")
     parser.add_argument("--out", type=Path, help="where the PNGs go (default: RESULTS/figures)")
     args = parser.parse_args(argv)
+    matplotlib.use("Agg")  # files only: no display needed
     if not Path(args.results).is_dir():
         parser.error(f"results={args.results} is not a directory")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

@@ -85,6 +85,7 @@ def check_top_level(cfg: DictConfig) -> None:
     """The keys of conf/config.yaml that no `_target_` checks."""
     require_int("seed", cfg.seed, 0)
     require_int("threads", cfg.threads, 1)
+    require_int("ensemble", cfg.ensemble, 1)
     require_bool("rerun", cfg.rerun)
     if cfg.progress is not None:
         require_bool("progress", cfg.progress)
@@ -93,7 +94,7 @@ def check_top_level(cfg: DictConfig) -> None:
 
 
 KNOWN_TOP = {"model", "task", "train", "probe", "seed", "out_dir", "rerun", "threads", "device"}
-KNOWN_TOP |= {"progress", "hydra"}  # hydra: present when composed with its own config
+KNOWN_TOP |= {"ensemble", "progress", "hydra"}  # hydra: present when composed with its own config
 
 
 def check_keys(cfg: DictConfig) -> None:
@@ -168,10 +169,10 @@ def identity_error(cfg: DictConfig, run_dir: Path) -> str | None:
 
 def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
     """Run one configuration into <out_dir>/<experiment>/<run id>/, one run directory per seed
-    (several with train.ensemble), and return its status (members' statuses joined by "," if
+    (several with ensemble=E), and return its status (members' statuses joined by "," if
     they differ). Finished runs are skipped; damaged ones retrained; runs another process holds
     the lock of are left to it; the others train together."""
-    ensemble = int(cfg.train.get("ensemble", 1))
+    ensemble = int(cfg.ensemble)
     outs = rundir.job_run_dirs(cfg.out_dir, experiment, overrides, cfg.seed, ensemble)
     jobs = {}
     for seed, out in outs.items():

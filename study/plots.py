@@ -1,5 +1,7 @@
 """Figures: each function takes the tidy tables (study.results) and returns a matplotlib Figure.
 
+No backend is chosen here: a notebook draws inline, the command-line tools choose Agg.
+
 1. gradient flow at initialisation: `init_flow`, `init_heatmap`
 2. learning across lags: `success_vs_lag`, `learning_curves`
 3. the linear memory path: `flow_heatmaps`, `cell_path`, `training_dynamics`
@@ -8,14 +10,10 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")  # figures are written to files; no display needed
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
 CELL_ORDER = ["rnn", "lstm", "gru"]
 GRAD = "median ‖∂ℓ/∂h_t‖ per example"

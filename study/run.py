@@ -153,7 +153,7 @@ def check_sweep_identity(base: DictConfig, overrides: list[str]) -> None:
     for job in sweep_jobs(base, task):
         values = dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o)
         seed = int(values.get("seed", base.seed))
-        members = int(values.get("train.ensemble", base.train.ensemble))
+        members = int(values.get("ensemble", base.ensemble))
         dirs = rundir.job_run_dirs(base.out_dir, experiment, job, seed, members)
         existing = {s: d for s, d in dirs.items() if (d / rundir.CONFIG).exists()}
         if not existing:

@@ -48,7 +48,7 @@ TABLES = {  # table name -> file
 FINISHED = ("completed", "diverged")  # statuses that a resumed sweep skips
 
 # Config keys that do not change what a run computes, so they are neither in its run id nor in
-# its fingerprint. threads, device and train.ensemble change the order in which float sums are
+# its fingerprint. threads, device and ensemble change the order in which float sums are
 # taken (results agree to ~1e-15 relative in float64 terms, ~1e-6 in float32), not the function;
 # a run is the same run whichever of them computed it.
 NOT_IDENTITY = (
@@ -59,7 +59,8 @@ NOT_IDENTITY = (
     "threads",
     "progress",
     "device",
-    "train.ensemble",
+    "ensemble",
+    "train.ensemble",  # where `ensemble` was before: configs stored by earlier versions
     "train.checkpoint_every",
 )
 MAX_RUN_ID = 200  # bytes; file systems allow 255 per name
@@ -91,7 +92,7 @@ def run_id(overrides: list[str], seed: int) -> str:
 
 
 def member_seeds(seed: int, ensemble: int) -> list[int]:
-    """The seeds one job trains: `seed`, and with train.ensemble=E the E-1 seeds after it."""
+    """The seeds one job trains: `seed`, and with ensemble=E the E-1 seeds after it."""
     return list(range(seed, seed + ensemble))
 
 

@@ -45,7 +45,7 @@ def sweep_run_dirs(config: DictConfig) -> list[Path]:
     for job in sweep_jobs(config):
         values = dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o)
         seed = int(values.get("seed", config.seed))
-        members = int(values.get("train.ensemble", config.train.get("ensemble", 1)))
+        members = int(values.get("ensemble", config.get("ensemble", 1)))
         dirs += rundir.job_run_dirs(config.out_dir, experiment, job, seed, members).values()
     return dirs
 

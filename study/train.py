@@ -31,7 +31,6 @@ class TrainSettings:
     eval_chunk: int = 1_000  # evaluation batch size (bounds memory at long T)
     clip_norm: float | None = 1.0  # clip the global gradient norm to this; None = no clipping
     checkpoint_every: int = 500  # save a resumable checkpoint every this many steps; 0 = never
-    ensemble: int = 1  # seeds seed..seed+E-1 trained in one process, weights stacked (job level)
 
     def __post_init__(self):
         checks = {
@@ -41,7 +40,6 @@ class TrainSettings:
             "eval_size": (self.eval_size, 1),
             "eval_chunk": (self.eval_chunk, 1),
             "checkpoint_every": (self.checkpoint_every, 0),
-            "ensemble": (self.ensemble, 1),
         }
         for key, (value, low) in checks.items():
             require_int(f"train.{key}", value, low)

@@ -115,8 +115,8 @@ def test_divergence_is_recorded_and_exits_zero(tmp_path):
         (["device=tpu"], "error: device='tpu' is unknown: allowed cpu, cuda, auto"),
         (["seed=true"], "error: seed=True is invalid: must be an integer >= 0"),
         (
-            ["-m", "train.ensemble=2,0"],
-            "error: train.ensemble=0 is invalid: must be an integer >= 1",
+            ["-m", "ensemble=2,0"],
+            "error: ensemble=0 is invalid: must be an integer >= 1",
         ),
     ],
 )

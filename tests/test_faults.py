@@ -417,7 +417,7 @@ def test_overlapping_ensembles_train_the_shared_seed_once(tmp_path):
     proc = study_run(
         "-m",
         "seed=0,1",
-        "train.ensemble=2",
+        "ensemble=2",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
         *TINY,

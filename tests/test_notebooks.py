@@ -20,19 +20,47 @@ def test_every_figure_has_a_notebook():
     assert all(f'show("{name}"' in shown for name in FIGURES)
 
 
+def execute(path: Path):
+    """Run a notebook as Jupyter does (a kernel, through nbclient); the executed notebook."""
+    nb = jupytext.read(path)
+    resources = {"metadata": {"path": str(path.parent)}}
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources=resources).execute()
+    return nb
+
+
+def show_cells(nb) -> list:
+    return [c for c in nb.cells if c.cell_type == "code" and "show(" in c.source]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_and_saves_its_figures(path, tiny_study, tmp_path, monkeypatch):
+def test_notebook_shows_its_figures_inline_and_saves_them_when_asked(
+    path, tiny_study, tmp_path, monkeypatch
+):
     monkeypatch.setenv("STUDY_RESULTS", str(tiny_study))
     monkeypatch.setenv("STUDY_FIGURES", str(tmp_path))
-    nb = jupytext.read(path)
-    NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-    ).execute()
+    nb = execute(path)
+    cells = show_cells(nb)
+    assert cells
+    for cell in cells:  # exactly one inline image per figure, as a reader sees it
+        images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+        assert len(images) == 1, cell.source
     names = [name for name in FIGURES if f'show("{name}"' in path.read_text()]
-    assert names
     for name in names:
         png = tmp_path / f"{name}.png"
         assert png.exists() and png.stat().st_size > 10_000, name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_notebook_without_its_experiments_notes_each_panel_and_saves_nothing(
+    path, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("STUDY_RESULTS", str(tmp_path))
+    monkeypatch.delenv("STUDY_FIGURES", raising=False)
+    nb = execute(path)  # runs to the end
+    for cell in show_cells(nb):
+        text = "".join(o.get("text", "") for o in cell.outputs)
+        assert "skipped, none of" in text, cell.source
+    assert not list(tmp_path.rglob("*.png"))
 
 
 def test_paired_ipynb_is_in_sync_and_has_no_outputs():

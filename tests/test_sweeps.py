@@ -191,9 +191,9 @@ def test_collect_and_cached_tables(tmp_path):
 
 
 def test_an_ensemble_job_writes_one_run_directory_per_seed(tmp_path):
-    """train.ensemble=3 from seed=0 writes the run directories of seeds 0, 1 and 2, named and
+    """ensemble=3 from seed=0 writes the run directories of seeds 0, 1 and 2, named and
     filled as the single runs of those seeds; a later job skips members already done."""
-    proc = study_run("-m", "model=gru", "seed=0", "train.ensemble=3", *TINY, out=tmp_path / "ens")
+    proc = study_run("-m", "model=gru", "seed=0", "ensemble=3", *TINY, out=tmp_path / "ens")
     assert proc.returncode == 0, proc.stderr
     assert "sweep of 3 runs: 3 completed / 0 skipped" in proc.stderr
     single = study_run("model=gru", "seed=1", *TINY, out=tmp_path / "one")
@@ -210,6 +210,6 @@ def test_an_ensemble_job_writes_one_run_directory_per_seed(tmp_path):
     config = next((tmp_path / "ens").rglob("*seed=2/config.yaml")).read_text()
     assert "\nseed: 2\n" in f"\n{config}"
 
-    again = study_run("-m", "model=gru", "seed=2", "train.ensemble=2", *TINY, out=tmp_path / "ens")
+    again = study_run("-m", "model=gru", "seed=2", "ensemble=2", *TINY, out=tmp_path / "ens")
     assert again.returncode == 0, again.stderr
     assert "sweep of 2 runs: 1 completed / 1 skipped" in again.stderr  # seed 2 done, seed 3 new
