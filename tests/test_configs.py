@@ -55,3 +55,36 @@ def test_help_explains_the_command():
     ).stdout
     assert out.startswith("study: matched RNN / LSTM / GRU")
     assert "model: gru, irnn, lstm" in out and "task: adding, copy_memory" in out
+
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_its_first_job_trains(name):
+    """Globbed: a new experiment file is covered without editing this test. The experiment's
+    sweep is expanded as Hydra's basic sweeper does; its first job is composed, shrunk to a tiny
+    size and trained with every probe it asks for."""
+    from study.sweep import sweep_jobs
+    from study.train import train
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        base = compose(
+            config_name="config", overrides=[f"experiment={name}"], return_hydra_config=True
+        )
+        jobs = sweep_jobs(base, [f"experiment={name}"])
+        assert jobs, name
+        tiny = ["model.hidden_size=4", "train.batch_size=4", "train.eval_size=8", "task.length=8"]
+        tiny += ["train.steps=2", "train.log_every=1", "probe.power_iters=2"]
+        cfg = compose(config_name="config", overrides=jobs[0] + tiny)
+    job = build(cfg, check_task=True)
+    rec = train(job.model, job.task, job.make_optimizer, job.settings, cfg.seed, probes=job.probes)
+    assert rec.status == "completed" and len(rec.flow_frame())
+
+
+def test_the_tiny_study_runs_every_experiment_that_a_figure_reads():
+    from study.figures import FIGURES
+    from tests.tiny_study import EXPERIMENTS as TINY
+
+    read = {e for experiments in FIGURES.values() for e in experiments} - {"quick"}
+    assert read <= set(TINY)
