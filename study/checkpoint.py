@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from study.rundir import CHECKPOINT, atomic_write
+from study.rundir import CHECKPOINT, atomic_write, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,10 @@ class CheckpointFile:
             return None
 
     def save(self, state: dict) -> None:
+        """Save the state, and flush the run's tables so far beside it: a running run's partial
+        learning curves and gradient flow can be read while it trains."""
         atomic_write(self.path, lambda p: torch.save(state, p))
+        write_tables(self.path.parent, state["records"].tables())
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from study import rundir
-from study.results import TABLES, load_runs, load_table, status_table
+from study.results import STATUSES, TABLES, load_runs, load_table, status_table
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,8 +30,15 @@ def main(argv: list[str] | None = None) -> None:
             if len(frame):
                 rundir.write_parquet(out / f"{table}.parquet", frame)
         print(f"wrote {out}/ (runs, {', '.join(TABLES)})")
+    table = status_table(args.results)
     with pd.option_context("display.width", 200, "display.max_colwidth", 80):
-        print(status_table(args.results).to_string(index=False))
+        print(table.to_string(index=False))
+    counts = table[list(STATUSES[:-1])].sum()
+    done = int(counts["completed"] + counts["diverged"])
+    print(
+        f"{done}/{int(counts.sum())} done: "
+        + ", ".join(f"{int(counts[k])} {k}" for k in counts.index)
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ tables, a corrupt checkpoint, a full disk, SIGINT and kill -9 of runs and sweeps
 sweeps into one out_dir. In every case nothing is lost, nothing is mislabelled, and the user
 reads one line that names the file or key."""
 
+import functools
 import json
 import os
 import shutil
@@ -12,7 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import torch
 
 from study import collect, rundir
 from study.results import load_runs, load_table, status_table
@@ -125,8 +128,9 @@ def test_a_damaged_run_is_named_listed_and_retrained(tmp_path, fault, finished, 
     assert any(str(run) in r.message and what in r.message for r in caplog.records)
     assert status_table(out / "default")["damaged"].tolist() == [1]
     collect.main([str(out / "default")])  # the command-line status table
-    header, row = (line.split() for line in capsys.readouterr().out.splitlines()[-2:])
-    assert row[header.index("damaged")] == "1"
+    *_, header, row, summary = capsys.readouterr().out.splitlines()
+    assert row.split()[header.split().index("damaged")] == "1"
+    assert summary.startswith("0/1 done:") and "1 damaged" in summary
 
     proc = study_run(*TINY, out=out)
     assert proc.returncode == 0 and f"damaged default/{run.name}" in proc.stderr
@@ -428,3 +432,28 @@ def test_overlapping_ensembles_train_the_shared_seed_once(tmp_path):
     seed1 = [ln for ln in proc.stderr.splitlines() if ln.startswith("completed") and "seed=1" in ln]
     assert len(seed1) == 1
     assert sorted(load_runs(tmp_path / "default")["seed"]) == [0, 1, 2]
+
+
+def test_a_running_runs_tables_are_flushed_at_each_checkpoint(tmp_path):
+    """Partial curves can be read while a run trains: each checkpoint writes the tables so far,
+    equal to the first rows of the finished run's tables."""
+    from study.checkpoint import CheckpointFile
+    from study.model import build_model
+    from study.tasks.adding import Adding
+    from study.train import TrainSettings, train
+
+    def run(steps, checkpoint):
+        model = build_model("gru", 2, 1, hidden_size=4)
+        settings = TrainSettings(
+            steps=steps, batch_size=4, log_every=1, eval_size=8, checkpoint_every=2
+        )
+        opt = functools.partial(torch.optim.Adam, lr=1e-3)
+        return train(model, Adding(6), opt, settings, seed=0, checkpoint=checkpoint)
+
+    records = run(5, CheckpointFile(tmp_path))  # checkpoints after steps 1 and 3
+    flushed = pd.read_parquet(tmp_path / rundir.TABLES["metrics"])
+    assert sorted(flushed["step"].unique()) == [0, 1, 2, 3]
+    final = records.metrics_frame()
+    pd.testing.assert_frame_equal(flushed, final[final["step"] <= 3].reset_index(drop=True))
+    flow = pd.read_parquet(tmp_path / rundir.TABLES["grad_flow"])
+    assert sorted(flow["step"].unique()) == [0, 1, 2, 3]
