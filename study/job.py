@@ -237,6 +237,7 @@ def _train(cfg, experiment, overrides, jobs: dict, outs: dict) -> list[str]:
                 "hidden_size": job.model.cell.hidden_size,
                 "n_params": job.model.n_params(),
                 "task": type(job.task).__name__,
+                "input_length": input_length(job.task),
                 "device": job.device,
                 "metric_name": job.task.metric_name,
                 "baseline": job.task.baseline,
@@ -294,6 +295,12 @@ def _train(cfg, experiment, overrides, jobs: dict, outs: dict) -> list[str]:
     finally:
         runtime.release()  # the memory kept for speed goes back before the next job of a worker
     return [rec.status for rec in records]
+
+
+def input_length(task: Task) -> int:
+    """Steps of the input the model reads: task.length for most tasks, T + 20 for copy memory,
+    the padded length of variable-length variants."""
+    return int(task.sample(1, torch.Generator().manual_seed(0)).x.shape[1])
 
 
 _watching = False

@@ -40,6 +40,7 @@ def test_a_run_writes_a_complete_run_directory(tmp_path):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "completed"
     assert info["hidden_size"] == 8 and info["n_params"] == 3 * (8 * 2 + 64 + 16) + 9
+    assert info["input_length"] == 10  # the adding problem reads T steps
     assert (run_dir / "config.yaml").read_text().startswith("model:")
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
     assert list(metrics.columns) == ["step", "name", "value"]

@@ -45,6 +45,3 @@ class CopyMemory(Task):
         y[:, -K:] = symbols
         evidence = torch.arange(K).expand(B, K)
         return Batch(x=one_hot(seq, 10), y=y, evidence=evidence)
-
-    def solved(self, eval_loss: float, eval_metric: float) -> bool:
-        return eval_metric >= 0.99

@@ -46,9 +46,6 @@ class NoiselessMemorization(Task):
         seq[:, K + T - 1] = 3  # go
         return Batch(x=one_hot(seq, 4), y=pattern, evidence=torch.arange(K).expand(B, K))
 
-    def solved(self, eval_loss: float, eval_metric: float) -> bool:
-        return eval_metric >= 0.99
-
 
 class RandomPermutation(Task):
     """Random permutation, Pascanu, Mikolov & Bengio 2013 (after Hochreiter & Schmidhuber 1997).
@@ -76,6 +73,3 @@ class RandomPermutation(Task):
         B, T = batch_size, self.length
         seq = torch.randint(0, self.vocab, (B, T), generator=generator)
         return Batch(x=one_hot(seq, self.vocab), y=seq[:, :1], evidence=torch.zeros(B, 1).long())
-
-    def solved(self, eval_loss: float, eval_metric: float) -> bool:
-        return eval_metric >= 0.99
