@@ -19,7 +19,8 @@ from study.results import load_runs, load_table
 
 def decay_ratio(flow: pd.DataFrame, step: int = 0, state: str = "h", stat: str = "median"):
     """Per run: value at the first position over value at the last, and the per-step factor
-    ratio ** (1 / (T-1)) (a geometric-mean decay rate; < 1 means vanishing)."""
+    ratio ** (1 / (T-1)) (a geometric-mean decay rate; < 1 means vanishing). The one place the
+    decay factor is computed: the CLI, the figures and the README's numbers use it."""
     f = flow[(flow.step == step) & (flow.state == state) & (flow.stat == stat)]
     f = f[f.quantity == "grad_norm"]
     rows = []

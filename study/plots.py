@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from study.analysis import decay_ratio
+
 CELL_ORDER = ["rnn", "lstm", "gru"]
 GRAD = "median ‖∂ℓ/∂h_t‖ per example"
 
@@ -89,7 +91,9 @@ def init_heatmap(flow: pd.DataFrame, runs: pd.DataFrame, setting: str, title: st
     f = f.assign(rel=np.log10(f.value / f.path.map(last)))
     grid = f.groupby([setting, "lag"]).rel.mean().unstack("lag").sort_index()
     T = grid.shape[1]
-    per_step = 10 ** (grid.iloc[:, -1] / (T - 1))
+    decay = decay_ratio(flow).merge(runs[["path", setting]], on="path")
+    per_step = np.exp(np.log(decay.per_step).groupby(decay[setting]).mean())  # geometric mean
+    per_step = per_step.reindex(grid.index)
     fig, ax = plt.subplots(figsize=(8.5, 0.35 * len(grid) + 1.6))
     low = max(-30.0, float(np.nanmin(grid.values)))
     sns.heatmap(
@@ -312,11 +316,8 @@ def matched_comparison(runs: pd.DataFrame, flow: pd.DataFrame):
         rel_loss=runs.eval_loss / runs.baseline,
     )
     r["label"] = r.cell.str.upper() + " (H=" + r.hidden_size.astype(str) + ")"
-    g = _grad(flow[flow.step == 0])
-    T = g.groupby("path").lag.max()
-    first = g[g.lag == g.path.map(T)].set_index("path").value
-    last = g[g.lag == 0].set_index("path").value
-    r["per_step"] = (first / last).reindex(r.path).values ** (1 / T.reindex(r.path).values)
+    decay = decay_ratio(flow).set_index("path")
+    r["per_step"] = decay.per_step.reindex(r.path).values
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     order = [c for c in CELL_ORDER if c in set(r.cell)]
     hue = ["equal H", "equal parameters"]
@@ -332,7 +333,7 @@ def matched_comparison(runs: pd.DataFrame, flow: pd.DataFrame):
     a.set_yscale("log")
     a.axhline(1, ls="--", color="k", lw=1)
     a.set_ylabel("final eval loss / memoryless baseline (log)")
-    a.set_title(f"Learning at T = {int(T.max() + 1)}")
+    a.set_title(f"Learning at T = {int(decay['T'].max())}")
     sns.stripplot(
         r,
         x="cell",
