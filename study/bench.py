@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from study import runtime
+from study import allocator
 from study.ensemble import Ensemble, Single
 from study.model import build_model
 from study.probes import ProbeSettings, run_probes
@@ -250,7 +250,7 @@ def _rss_mib(field: str) -> float:
 
 def _peak_rss_worker(args, queue) -> None:
     cell, H, B, T, probe = args
-    runtime.configure(1)
+    allocator.configure(1)
     task, model, opt, batch = _setup(cell, H, B, T, "fast")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     before = _rss_mib("VmRSS")
@@ -279,7 +279,7 @@ def memory_table(cell, H, B, Ts) -> pd.DataFrame:
 
 def _throughput_worker(args, queue) -> None:
     cell, H, B, T, steps = args
-    runtime.configure(1)
+    allocator.configure(1)
     task, model, opt, batch = _setup(cell, H, B, T, "fast")
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -322,7 +322,7 @@ def main(argv=None) -> None:
         parser.error(
             f"--only: unknown table {', '.join(sorted(unknown))}: allowed {', '.join(TABLES)}"
         )
-    runtime.configure(1)
+    allocator.configure(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "" if args.device == "cpu" else f"_{args.device}"

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from study import rundir, runtime
+from study import allocator, rundir
 from study.checkpoint import CheckpointFile
 from study.checks import require_bool, require_int, suggest
 from study.ensemble import Ensemble
@@ -221,7 +221,7 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
 
 def _train(cfg, experiment, overrides, jobs: dict, outs: dict) -> list[str]:
     todo = list(jobs)
-    runtime.configure(cfg.threads)
+    allocator.configure(cfg.threads)
     infos, checkpoints = {}, {}
     try:
         for seed in todo:
@@ -293,7 +293,7 @@ def _train(cfg, experiment, overrides, jobs: dict, outs: dict) -> list[str]:
             print(f"FAILED {experiment}/{outs[seed].name}: {where}", file=sys.stderr)
         return ["failed"]
     finally:
-        runtime.release()  # the memory kept for speed goes back before the next job of a worker
+        allocator.release()  # the memory kept for speed goes back before the next job of a worker
     return [rec.status for rec in records]
 
 

@@ -2,7 +2,7 @@
 
 A training step allocates a few buffers of tens of MB (the states and gate factors of every
 step). By default glibc serves those with fresh mmap()s and returns them when freed, so every step
-page-faults them in again; that cost up to 1.7x on this machine (torch.nn.LSTM at H=128, B=64,
+page-faults them in again; that cost up to 1.7x on a 2-core CPU (torch.nn.LSTM at H=128, B=64,
 T=200: 64 -> 38 ms per step; see docs/speed.md). Raising the mmap and trim thresholds keeps
 freed buffers in the heap for the next step. It changes no number, only where memory comes from.
 `release` hands the kept memory back when a run ends (a sweep worker then does not look like it
