@@ -284,8 +284,26 @@ def test_a_run_id_too_long_for_the_file_system_is_shortened_deterministically(tm
 
 
 # ---- processes ---------------------------------------------------------------------------------
-def start(*args, out: Path) -> subprocess.Popen:
-    """The real command in its own process group, with SIGINT at its default (a terminal's)."""
+@pytest.fixture
+def start():
+    """start(*args, out=...): the real command in its own process group, with SIGINT at its
+    default (a terminal's). Every process started is killed and reaped when the test ends, also
+    when it fails half-way (its pipes would otherwise surface in a later test)."""
+    procs = []
+
+    def launch(*args, out: Path) -> subprocess.Popen:
+        procs.append(_popen(*args, out=out))
+        return procs[-1]
+
+    yield launch
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        if not proc.stdout.closed:  # not yet read by the test
+            proc.communicate(timeout=60)
+
+
+def _popen(*args, out: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "study.run", *args, f"out_dir={out}"]
     return subprocess.Popen(
         cmd,
@@ -306,7 +324,7 @@ def wait_for(path_glob, root: Path, timeout=120) -> None:
 
 
 @pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
-def test_ctrl_c_is_one_line_and_the_rerun_resumes(tmp_path, sweep):
+def test_ctrl_c_is_one_line_and_the_rerun_resumes(tmp_path, sweep, start):
     args = ["-m", "model=rnn,gru", *LONG] if sweep else LONG
     proc = start(*args, out=tmp_path)
     wait_for(rundir.CHECKPOINT, tmp_path)
@@ -321,7 +339,7 @@ def test_ctrl_c_is_one_line_and_the_rerun_resumes(tmp_path, sweep):
     assert not (run / rundir.LOCK).exists()  # released: the rerun may take it
 
 
-def test_kill_9_of_a_joblib_sweep_ends_its_workers(tmp_path):
+def test_kill_9_of_a_joblib_sweep_ends_its_workers(tmp_path, start):
     proc = start(
         "-m",
         "model=rnn,gru",
@@ -404,7 +422,7 @@ def test_a_real_full_file_system(tmp_path):
         subprocess.run(["umount", str(tiny)], check=True)
 
 
-def test_two_identical_sweeps_at_once_train_each_run_once(tmp_path):
+def test_two_identical_sweeps_at_once_train_each_run_once(tmp_path, start):
     args = ["-m", "model=rnn,gru,lstm", "seed=0,1", *TINY, "train.steps=30"]
     a, b = start(*args, out=tmp_path), start(*args, out=tmp_path)
     errs = [p.communicate(timeout=300)[1] for p in (a, b)]
