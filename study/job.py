@@ -297,10 +297,13 @@ def _train(cfg, experiment, overrides, jobs: dict, outs: dict) -> list[str]:
     return [rec.status for rec in records]
 
 
-def input_length(task: Task) -> int:
+def input_length(task: Task) -> int | None:
     """Steps of the input the model reads: task.length for most tasks, T + 20 for copy memory,
     the padded length of variable-length variants."""
-    return int(task.sample(1, torch.Generator().manual_seed(0)).x.shape[1])
+    try:  # outside the run's failure handling: a task that raises here fails in training
+        return int(task.sample(1, torch.Generator().manual_seed(0)).x.shape[1])
+    except Exception:
+        return None
 
 
 _watching = False
