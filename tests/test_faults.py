@@ -348,10 +348,12 @@ def test_kill_9_of_a_joblib_sweep_ends_its_workers(tmp_path, start):
         *LONG,
         out=tmp_path,
     )
-    wait_for(rundir.LOCK, tmp_path)
-    (lock,) = tmp_path.rglob(rundir.LOCK)
-    workers = [json.loads(lock.read_text())["pid"]]  # the worker training that run
-    assert workers != [proc.pid]
+    wait_for(rundir.CHECKPOINT, tmp_path)  # a lock is written in full before training starts
+    # n_jobs=2: one or both workers may hold a run's lock by now; each names its pid
+    # (a lock just created may not hold its JSON yet: RunLock.holder reads it, None until then)
+    locks = [rundir.RunLock(lock.parent).holder() for lock in tmp_path.rglob(rundir.LOCK)]
+    workers = [held["pid"] for held in locks if held]
+    assert workers and proc.pid not in workers
     proc.kill()
     proc.communicate(timeout=60)
     deadline = time.time() + 30
