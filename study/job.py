@@ -7,9 +7,10 @@ belong to study/rundir.py.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 import os
-import sys
 import threading
 import time
 import traceback
@@ -30,6 +31,8 @@ from study.model import SequenceModel
 from study.probes import ProbeSettings
 from study.tasks.base import Task
 from study.train import TrainSettings, train, train_members
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -187,15 +190,13 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
     for seed, out in outs.items():
         state = rundir.status(out)
         if state in rundir.FINISHED and not cfg.rerun:
-            print(f"skip   {experiment}/{out.name} ({state})", file=sys.stderr)
+            log.info("skip   %s/%s (%s)%s", experiment, out.name, state, rundir.sweep_progress())
             continue
         locks[seed] = rundir.RunLock(out)
         if not locks[seed].acquire():
             holder = locks.pop(seed).holder() or {}
-            print(
-                f"busy   {experiment}/{out.name} (running elsewhere: pid {holder.get('pid')})",
-                file=sys.stderr,
-            )
+            where = f"running elsewhere: pid {holder.get('pid')}"
+            log.info("busy   %s/%s (%s)%s", experiment, out.name, where, rundir.sweep_progress())
             elsewhere.append(seed)
             continue
         if rundir.is_finished(out) and not cfg.rerun:  # finished by another process meanwhile
@@ -203,13 +204,13 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
             continue
         if state == "damaged":
             problem = rundir.damage(out) or "run.json unreadable"
-            print(f"damaged {experiment}/{out.name}: {problem}; retraining", file=sys.stderr)
+            log.warning("damaged %s/%s: %s; retraining", experiment, out.name, problem)
         todo.append(seed)
     try:
         todo_jobs = {s: jobs[s] for s in todo}
         statuses = _train(cfg, experiment, overrides, todo_jobs, outs) if todo else []
     except KeyboardInterrupt:
-        print(f"interrupted {experiment}: rerun the same command to resume", file=sys.stderr)
+        log.info("interrupted %s: rerun the same command to resume", experiment)
         raise
     finally:
         for lock in locks.values():
@@ -249,18 +250,24 @@ def _train(cfg, experiment, overrides, jobs: dict, outs: dict) -> list[str]:
             if cfg.rerun:
                 checkpoints[seed].remove()  # a forced rerun starts from scratch
             elif checkpoints[seed].path.exists():
-                print(f"resume {experiment}/{out.name} from its checkpoint", file=sys.stderr)
+                log.info("resume %s/%s from its checkpoint", experiment, out.name)
             rundir.write_text(out / rundir.CONFIG, OmegaConf.to_yaml(member_cfg, resolve=True))
             rundir.write_json(out / rundir.RUN_JSON, {**infos[seed], "status": "running"})
     except OSError as e:
         if not rundir.is_disk_error(e):
             raise
-        print(f"error: cannot write {e.filename or outs[seed]}: {e.strerror}", file=sys.stderr)
+        log.error("error: cannot write %s: %s", e.filename or outs[seed], e.strerror)
         return ["failed"]
 
     job = jobs[todo[0]][1]
     common = dict(probes=job.probes, progress=cfg.progress, device=job.device)
     start = time.perf_counter()
+    with run_logs({seed: outs[seed] for seed in todo}, fresh=bool(cfg.rerun)):
+        return _fit(cfg, experiment, jobs, outs, infos, checkpoints, common, start)
+
+
+def _fit(cfg, experiment, jobs, outs, infos, checkpoints, common, start) -> list[str]:
+    todo, job = list(jobs), jobs[next(iter(jobs))][1]
     try:
         if len(todo) == 1:  # a single run (or the one member of an ensemble still to do)
             one = checkpoints[todo[0]]
@@ -277,7 +284,7 @@ def _train(cfg, experiment, overrides, jobs: dict, outs: dict) -> list[str]:
             info = infos[seed] | {"status": rec.status, "wall_time_s": wall_time, **rec.final}
             rundir.seal(out, info)  # last: from now on it reads as finished
             checkpoints[seed].remove()
-            print(f"{rec.status:<9} {out}", file=sys.stderr)
+            log.info("%-9s %s%s", rec.status, out, rundir.sweep_progress())
     except Exception as e:
         disk = rundir.is_disk_error(e)
         for seed in todo:
@@ -290,11 +297,48 @@ def _train(cfg, experiment, overrides, jobs: dict, outs: dict) -> list[str]:
             except OSError:
                 pass  # the disk that failed the run may not take its run.json either
             where = f"cannot write {e.filename}: {e.strerror}" if disk else one_line(e)[:200]
-            print(f"FAILED {experiment}/{outs[seed].name}: {where}", file=sys.stderr)
+            log.error(
+                "FAILED %s/%s: %s%s", experiment, outs[seed].name, where, rundir.sweep_progress()
+            )
         return ["failed"]
     finally:
         allocator.release()  # the memory kept for speed goes back before the next job of a worker
     return [rec.status for rec in records]
+
+
+class RunLog(logging.FileHandler):
+    """A run's train.log. A line the disk does not take is dropped without a traceback: the run
+    itself fails, with one line, where its tables are written."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def run_logs(outs: dict[int, Path], fresh: bool = False):
+    """While a job trains, each of its run directories gets the study's log lines in train.log,
+    evaluations (DEBUG) included. A line that names a seed (an ensemble member's evaluation)
+    goes to that run's file only. Appended across resumes; `fresh` (rerun=true) starts anew."""
+    study = logging.getLogger("study")
+    level, handlers = study.level, []
+    study.setLevel(logging.DEBUG)
+    for seed, out in outs.items():
+        try:
+            handler = RunLog(out / rundir.LOG, mode="w" if fresh else "a")
+        except OSError:
+            continue  # a disk that takes no log fails the run where its tables are written
+        handler.setLevel(logging.DEBUG)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+        handler.addFilter(lambda record, seed=seed: getattr(record, "seed", seed) == seed)
+        study.addHandler(handler)
+        handlers.append(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            study.removeHandler(handler)
+            handler.close()
+        study.setLevel(level)
 
 
 def input_length(task: Task) -> int | None:

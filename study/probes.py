@@ -73,6 +73,19 @@ class ProbeSettings:
             bad = f"probe.horizon_fraction={self.horizon_fraction!r}"
             raise ValueError(f"{bad} is invalid: must be in (0, 1)")
 
+    def due(self, step: int, steps: int, log_every: int) -> tuple[bool, bool]:
+        """The probe schedule, the one place it is decided: (probe at this step?, with the
+        Jacobians?). Probes run at step 0, at the last step and every `every` steps, where
+        every=0 means at every evaluation (each `log_every` steps); the costly Jacobians only
+        when examples are asked for, at those ends and every `jacobian_every` steps."""
+        ends = step in (0, steps)
+        every = self.every or log_every
+        probe = ends or step % every == 0
+        jac = self.jacobian_examples > 0 and (
+            ends or (self.jacobian_every > 0 and step % self.jacobian_every == 0)
+        )
+        return probe, probe and jac
+
 
 @dataclass
 class ProbeResult:

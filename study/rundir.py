@@ -39,6 +39,7 @@ import pandas as pd
 import yaml
 
 RUN_JSON, CONFIG, CHECKPOINT, LOCK = "run.json", "config.yaml", "checkpoint.pt", ".lock"
+LOG = "train.log"  # a run's log: what the console showed of it, and every evaluation (appended)
 TABLES = {  # table name -> file
     "metrics": "metrics.parquet",
     "grad_flow": "grad_flow.parquet",
@@ -66,6 +67,8 @@ NOT_IDENTITY = (
 MAX_RUN_ID = 200  # bytes; file systems allow 255 per name
 SWEEP_ENV = "STUDY_SWEEP"  # the sweep token (study/sweep.py) that run.json records
 SWEEP_PID_ENV = "STUDY_SWEEP_PID"  # the PID of the process that launched the sweep
+SWEEP_DIR_ENV = "STUDY_SWEEP_DIR"  # the sweep's folder: its multirun.yaml and done-counter
+SWEEP_TOTAL_ENV = "STUDY_SWEEP_TOTAL"  # how many runs the sweep has
 
 
 # ---- identity ----------------------------------------------------------------------------------
@@ -236,6 +239,27 @@ def status(run_dir: Path) -> str:
 def is_finished(run_dir: Path) -> bool:
     """Finished and intact: what a resumed sweep skips."""
     return status(run_dir) in FINISHED
+
+
+# ---- sweep progress ----------------------------------------------------------------------------
+def sweep_progress() -> str:
+    """ "[k/N] " for a run that a sweep has just finished with (trained, skipped or failed):
+    each run appends one line to <sweep dir>/done (O_APPEND: whole lines from any worker), and k
+    is the number of lines. "" outside a sweep or when the counter cannot be written."""
+    folder, total = os.environ.get(SWEEP_DIR_ENV), os.environ.get(SWEEP_TOTAL_ENV)
+    if not folder or not total:
+        return ""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fd = os.open(Path(folder) / "done", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, b"x\n")
+        finally:
+            os.close(fd)
+        done = (Path(folder) / "done").read_bytes().count(b"\n")
+    except OSError:
+        return ""
+    return f"  [{done}/{total} done]"
 
 
 # ---- the per-run lock ----------------------------------------------------------------------------

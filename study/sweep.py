@@ -10,8 +10,8 @@ the jobs do (study.rundir), and imports nothing of the training stack.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -25,6 +25,7 @@ from study import rundir
 
 ORDER = ["completed", "skipped", "diverged", "failed", "damaged", "unfinished", "running elsewhere"]
 ORDER += ["missing"]
+log = logging.getLogger(__name__)
 
 
 def sweep_jobs(config: DictConfig, overrides: list[str] | None = None) -> list[list[str]]:
@@ -77,16 +78,20 @@ class SweepSummary(Callback):
         SweepSummary.last = self  # for the summary so far after Ctrl-C (study/run.py)
         os.environ[rundir.SWEEP_ENV] = self.token  # joblib/submitit workers inherit it
         os.environ[rundir.SWEEP_PID_ENV] = str(os.getpid())  # joblib workers watch this process
+        os.environ[rundir.SWEEP_DIR_ENV] = str(config.hydra.sweep.dir)  # the [k/N] counter
+        os.environ[rundir.SWEEP_TOTAL_ENV] = str(len(sweep_run_dirs(config)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         self.report(config)
+        for key in (rundir.SWEEP_DIR_ENV, rundir.SWEEP_TOTAL_ENV):
+            os.environ.pop(key, None)  # a later single run in this process counts nothing
 
     def report(self, config: DictConfig) -> None:
         dirs = sweep_run_dirs(config)
         counts, named = summarise(dirs, getattr(self, "token", None))
         parts = [f"{counts[k]} {k}" for k in ORDER if counts[k] or k in ORDER[:4]]
-        print(f"sweep of {len(dirs)} runs: {' / '.join(parts)}", file=sys.stderr)
+        log.info("sweep of %d runs: %s", len(dirs), " / ".join(parts))
         for state, ids in named.items():
             for ident in ids:
-                print(f"  {state}: {ident}", file=sys.stderr)
+                log.info("  %s: %s", state, ident)
         SweepSummary.failed = sum(counts[k] for k in ("failed", "damaged", "unfinished", "missing"))

@@ -4,6 +4,7 @@ Knows nothing of Hydra or files."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,6 +21,10 @@ from study.ensemble import Ensemble, Single
 from study.model import SequenceModel
 from study.probes import ProbeSettings, run_probes
 from study.tasks.base import Batch, Task
+
+logger = logging.getLogger(
+    __name__
+)  # train.log of each run (study/job.py): one line per evaluation
 
 
 @dataclass
@@ -224,12 +229,9 @@ def train_members(
     for step in bar:
         batches = [task.sample(s.batch_size, gen).to(device) for gen in gens]
         log = step % s.log_every == 0 or step == s.steps
-        ends = step in (0, s.steps)
-        probe = log if probes.every == 0 else ends or step % probes.every == 0
+        probe, jac = probes.due(step, s.steps, s.log_every)
         probed = [None] * E
         if probe:  # probe the models as they are before this step's update
-            every = probes.jacobian_every
-            jac = ends or (every > 0 and step % every == 0)
             for e in filter(active.__getitem__, range(E)):
                 model = members.member(e)
                 probed[e] = run_probes(model, task, batches[e], step, probes, jacobians=jac)
@@ -247,6 +249,14 @@ def train_members(
                     {"step": step, "name": "grad_norm", "value": grad_norm},
                 ]
                 rec.status, rec.final, active[e] = "diverged", {"diverged_at_step": step}, False
+                what = f"train loss {train_loss}, gradient norm {grad_norm}"
+                logger.warning(
+                    "seed %d diverged at step %d (%s)",
+                    seeds[e],
+                    step,
+                    what,
+                    extra={"seed": seeds[e]},
+                )
                 continue
             if log:
                 eval_loss, eval_metric = evals[e]
@@ -261,6 +271,16 @@ def train_members(
                     {"step": step, "name": k, "value": v} for k, v in probed[e].scalars.items()
                 ]
             if log:
+                metric = f"{task.metric_name} {eval_metric:.3g}"
+                losses_now = f"train loss {train_loss:.4g}, eval loss {eval_loss:.4g}"
+                logger.debug(
+                    "step %d/%d: %s, %s",
+                    step,
+                    s.steps,
+                    losses_now,
+                    metric,
+                    extra={"seed": seeds[e]},
+                )
                 rec.final = {
                     "step": step,
                     "eval_loss": eval_loss,

@@ -417,9 +417,12 @@ def test_a_real_full_file_system(tmp_path):
         )
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         assert "No space left on device" in proc.stderr and f"cannot write {tiny}" in proc.stderr
-        assert "1 failed" in proc.stderr
+        # the run that hit the full disk is marked failed, or, when even its run.json cannot be
+        # written any more, left as it was: unfinished (a rerun resumes it); never completed
+        assert "1 failed" in proc.stderr or "1 unfinished" in proc.stderr
         runs = load_runs(tiny / "default", finished_only=False)
-        assert set(runs["status"]) <= {"completed", "failed"} and "failed" in set(runs["status"])
+        assert sorted(runs["status"])[:2] == ["completed", "completed"]
+        assert sorted(runs["status"])[2] in ("failed", "running")
     finally:
         subprocess.run(["umount", str(tiny)], check=True)
 
