@@ -1,7 +1,8 @@
 """Numbers derived from the tidy tables: how fast the gradient decays with lag.
 
-`python -m study.analysis RESULTS_DIR` prints, for every run at training step 0, the ratio
-||dL/dh_0|| / ||dL/dh_{T-1}|| of batch medians and the mean decay per step that it implies;
+`study-analysis RESULTS` prints, per experiment at or below RESULTS, for every run at training
+step 0, the ratio ||dL/dh_0|| / ||dL/dh_{T-1}|| of batch medians and the mean decay per step
+that it implies;
 `--success` prints instead, per cell and sequence length, how many seeds solved the task.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study.results import load_runs, load_table
+from study.results import experiments, load_runs, load_table
 
 
 def decay_ratio(flow: pd.DataFrame, step: int = 0, state: str = "h", stat: str = "median"):
@@ -53,22 +54,30 @@ def success_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", help="a results directory, e.g. results/init_ratio")
+    parser.add_argument("results", help="an out_dir, an experiment, or a folder above")
     parser.add_argument("--step", type=int, default=0, help="training step (default 0: init)")
     parser.add_argument("--success", action="store_true", help="seeds solved per cell and T")
     args = parser.parse_args(argv)
     if not Path(args.results).is_dir():
         parser.error(f"results={args.results} is not a directory")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    runs = load_runs(args.results)
-    if args.success:
-        print("seeds solved / seeds run  (median final eval loss / memoryless baseline)")
-        print(success_table(runs).to_string())
-        return
-    table = decay_ratio(load_table(args.results, "grad_flow", runs), step=args.step)
-    table = table.merge(runs[["path", "cell"]], on="path").drop(columns="path")
-    with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
-        print(table.to_string(index=False))
+    found = experiments(args.results)
+    if not found:
+        parser.error(f"results={args.results} holds no runs (no <experiment>/<run id>/run.json)")
+    for name, folder in found.items():
+        print(f"== {name} ({folder})")
+        runs = load_runs(folder)
+        if runs.empty:
+            print("no finished runs")
+            continue
+        if args.success:
+            print("seeds solved / seeds run  (median final eval loss / memoryless baseline)")
+            print(success_table(runs).to_string())
+            continue
+        table = decay_ratio(load_table(folder, "grad_flow", runs), step=args.step)
+        table = table.merge(runs[["path", "cell"]], on="path").drop(columns="path")
+        with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
+            print(table.to_string(index=False))
 
 
 if __name__ == "__main__":

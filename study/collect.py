@@ -1,5 +1,7 @@
-"""`python -m study.collect results/<experiment>`: one consolidated parquet per table, and a
-status table (per configuration: seeds completed, diverged, failed, running, missing)."""
+"""`study-collect RESULTS`: per experiment, one consolidated parquet per table and a status
+table (per configuration: seeds completed, diverged, failed, damaged, running, missing).
+
+RESULTS is any folder at or above experiment folders (study.results.experiments)."""
 
 from __future__ import annotations
 
@@ -10,27 +12,20 @@ from pathlib import Path
 import pandas as pd
 
 from study import rundir
-from study.results import STATUSES, TABLES, load_runs, load_table, status_table
+from study.results import STATUSES, TABLES, experiments, load_runs, load_table, status_table
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path, help="a results directory, e.g. results/smoke")
-    parser.add_argument("--out", type=Path, help="where to write (default: <results>/collected)")
-    args = parser.parse_args(argv)
-    if not args.results.is_dir():
-        parser.error(f"results={args.results} is not a directory")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    out = args.out or args.results / "collected"
-    runs = load_runs(args.results)
+def collect(folder: Path, out: Path) -> None:
+    """One experiment: its consolidated tables under `out`, and its status table printed."""
+    runs = load_runs(folder)
     if not runs.empty:
         rundir.write_parquet(out / "runs.parquet", runs)
         for table in TABLES:
-            frame = load_table(args.results, table, runs)
+            frame = load_table(folder, table, runs)
             if len(frame):
                 rundir.write_parquet(out / f"{table}.parquet", frame)
         print(f"wrote {out}/ (runs, {', '.join(TABLES)})")
-    table = status_table(args.results)
+    table = status_table(folder)
     with pd.option_context("display.width", 200, "display.max_colwidth", 80):
         print(table.to_string(index=False))
     counts = table[list(STATUSES[:-1])].sum()
@@ -39,6 +34,25 @@ def main(argv: list[str] | None = None) -> None:
         f"{done}/{int(counts.sum())} done: "
         + ", ".join(f"{int(counts[k])} {k}" for k in counts.index)
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, help="an out_dir, an experiment, or a folder above")
+    parser.add_argument(
+        "--out", type=Path, help="where to write (default: <experiment>/collected for each)"
+    )
+    args = parser.parse_args(argv)
+    if not args.results.is_dir():
+        parser.error(f"results={args.results} is not a directory")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    found = experiments(args.results)
+    if not found:
+        parser.error(f"results={args.results} holds no runs (no <experiment>/<run id>/run.json)")
+    for name, folder in found.items():
+        print(f"== {name} ({folder})")
+        out = args.out / name if args.out and len(found) > 1 else args.out
+        collect(folder, out or folder / "collected")
 
 
 if __name__ == "__main__":

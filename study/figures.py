@@ -1,82 +1,188 @@
-"""`python -m study.figures RESULTS [--out DIR]`: render every figure the results support.
+"""`study-figures RESULTS [--out DIR]`: render every figure the results support.
 
-RESULTS holds experiment folders (as written by `python -m study.run -m experiment=NAME
-out_dir=RESULTS`). Each figure names the experiments it reads, in order of preference; a figure
-whose experiments are all missing is skipped with a note.
+Figures are data: `KINDS` says, per kind of figure, which tables it reads, what the runs must
+contain for it (several lags, an LSTM, probes during training, ...) and which function of
+study/plots.py draws it. `FIGURES` names the study's figures (the README's and the notebooks'):
+a kind drawn from the first of its experiments present. Every other experiment, a `smoke` run
+or one on a task added from outside the repository, gets every kind its data supports, as
+<out>/<experiment>/<kind>.png.
+
+RESULTS is any folder at or above experiment folders (study.results.experiments): an out_dir,
+one experiment, or a folder of out_dirs.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import pandas as pd
 
 from study import plots
-from study.results import load_runs, load_table
+from study.results import experiments, load_runs, load_table
 
-FIGURES = {  # file name -> (experiments to read, in order of preference)
-    "fig1a_init_flow": ("init_ratio",),
-    "fig1b_init_rnn_scale": ("init_rnn_scale",),
-    "fig1c_init_lstm_forget_bias": ("init_lstm_forget_bias",),
-    "fig2a_success_adding": ("lags_adding", "quick"),
-    "fig2b_curves_adding": ("lags_adding", "quick"),
-    "fig2c_success_copy": ("lags_copy",),
-    "fig2d_curves_copy": ("lags_copy",),
-    "fig3a_flow_heatmaps": ("memory_path", "quick"),
-    "fig3b_cell_path": ("memory_path", "quick"),
-    "fig3c_training_dynamics": ("memory_path", "quick"),
-    "fig4_matched": ("matched",),
+log = logging.getLogger(__name__)
+
+
+def _varying_model_settings(runs: pd.DataFrame) -> list[str]:
+    """The cfg.model.* keys that take more than one value among the runs (what an init sweep
+    varies), besides the cell and its size."""
+    skip = {"cfg.model._target_", "cfg.model.cell", "cfg.model.hidden_size"}
+    cols = [c for c in runs.columns if c.startswith("cfg.model.") and c not in skip]
+    return [c for c in cols if runs[c].astype(str).nunique() > 1]
+
+
+# ---- what each kind of figure needs: a reason it cannot be drawn, or None ----------------------
+def _needs_init(runs, tables):
+    return None if (tables["grad_flow"].step == 0).any() else "no gradient flow at step 0"
+
+
+def _needs_setting(runs, tables):
+    if runs.cell.nunique() != 1:
+        return "needs one cell"
+    if not _varying_model_settings(runs):
+        return "no model setting varies"
+    return _needs_init(runs, tables)
+
+
+def _needs_lags(runs, tables):
+    return None if runs["cfg.task.length"].nunique() > 1 else "needs several lags T"
+
+
+def _needs_training(runs, tables):
+    return None if (runs.steps > 0).any() else "no training steps"
+
+
+def _needs_probes_in_training(runs, tables):
+    return None if tables["grad_flow"].step.nunique() > 1 else "probed at one step only"
+
+
+def _needs_lstm(runs, tables):
+    if "lstm" not in set(runs.cell):
+        return "needs an LSTM"
+    return _needs_probes_in_training(runs, tables)
+
+
+def _needs_matching(runs, tables):
+    m = runs.get("cfg.model.match_params")
+    if m is None or m.isna().all() or m.notna().all():
+        return "needs runs at equal H and at equal parameters (model.match_params)"
+    return None
+
+
+def _setting(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs with a `setting` column: the values of the model keys the experiment varies."""
+    keys = _varying_model_settings(runs)
+    label = runs[keys].astype(str).agg(", ".join, axis=1)
+    return runs.assign(setting=label), ", ".join(k.removeprefix("cfg.model.") for k in keys)
+
+
+def _draw_setting(runs, grad_flow):
+    runs, keys = _setting(runs)
+    cell = runs.cell.iloc[0].upper()
+    title = f"{cell} at initialisation: gradient decay against {keys}"
+    return plots.init_heatmap(grad_flow, runs, "setting", title, ylabel=keys)
+
+
+def _longest(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs at the longest lag: the figures that show one T read those."""
+    return runs[runs["cfg.task.length"] == runs["cfg.task.length"].max()]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of figure: the tables it reads, what its runs must contain, how it is drawn."""
+
+    tables: tuple[str, ...]  # study.results.TABLES that `draw` takes as keyword arguments
+    needs: Callable[[pd.DataFrame, dict], str | None]  # why these runs cannot give it, or None
+    draw: Callable[..., plt.Figure]  # draw(runs, **tables) -> Figure
+
+
+KINDS = {
+    "init_flow": Kind(
+        ("grad_flow", "weights"),
+        _needs_init,
+        lambda runs, grad_flow, weights: plots.init_flow(grad_flow, runs, weights),
+    ),
+    "init_setting": Kind(("grad_flow",), _needs_setting, _draw_setting),
+    "success_vs_lag": Kind((), _needs_lags, lambda runs: plots.success_vs_lag(runs)),
+    "learning_curves": Kind(
+        ("metrics",), _needs_training, lambda runs, metrics: plots.learning_curves(metrics, runs)
+    ),
+    "flow_heatmaps": Kind(
+        ("grad_flow",),
+        _needs_probes_in_training,
+        lambda runs, grad_flow: plots.flow_heatmaps(grad_flow, _longest(runs)),
+    ),
+    "cell_path": Kind(
+        ("grad_flow",),
+        _needs_lstm,
+        lambda runs, grad_flow: plots.cell_path(grad_flow, _longest(runs)),
+    ),
+    "training_dynamics": Kind(
+        ("grad_flow", "metrics"),
+        _needs_lstm,
+        lambda runs, grad_flow, metrics: plots.training_dynamics(
+            grad_flow, metrics, _longest(runs)
+        ),
+    ),
+    "matched": Kind(
+        ("grad_flow",),
+        _needs_matching,
+        lambda runs, grad_flow: plots.matched_comparison(runs, grad_flow),
+    ),
+}
+
+FIGURES = {  # the study's figures: file name -> (kind, experiments to read, in order of preference)
+    "fig1a_init_flow": ("init_flow", ("init_ratio",)),
+    "fig1b_init_rnn_scale": ("init_setting", ("init_rnn_scale",)),
+    "fig1c_init_lstm_forget_bias": ("init_setting", ("init_lstm_forget_bias",)),
+    "fig2a_success_adding": ("success_vs_lag", ("lags_adding", "quick")),
+    "fig2b_curves_adding": ("learning_curves", ("lags_adding", "quick")),
+    "fig2c_success_copy": ("success_vs_lag", ("lags_copy",)),
+    "fig2d_curves_copy": ("learning_curves", ("lags_copy",)),
+    "fig3a_flow_heatmaps": ("flow_heatmaps", ("memory_path", "quick")),
+    "fig3b_cell_path": ("cell_path", ("memory_path", "quick")),
+    "fig3c_training_dynamics": ("training_dynamics", ("memory_path", "quick")),
+    "fig4_matched": ("matched", ("matched",)),
 }
 
 
+def draw(kind: str, folder: Path) -> tuple[plt.Figure | None, str | None]:
+    """The figure of `kind` from one experiment folder: (figure, None), or (None, why not)."""
+    runs = load_runs(folder)
+    if runs.empty:
+        return None, "no finished runs"
+    spec = KINDS[kind]
+    tables = {t: load_table(folder, t, runs) for t in {*spec.tables, "grad_flow"}}
+    if tables["grad_flow"].empty:
+        return None, "no gradient-flow probes"
+    if why := spec.needs(runs, tables):
+        return None, why
+    return spec.draw(runs, **{t: tables[t] for t in spec.tables}), None
+
+
+def _find(name: str, found: dict[str, Path]) -> Path | None:
+    """The first of a study figure's experiments among the folders found (by folder name)."""
+    for experiment in FIGURES[name][1]:
+        matches = [folder for folder in found.values() if folder.name == experiment]
+        if len(matches) > 1:
+            log.warning("%s: several %s folders, reading %s", name, experiment, matches[0])
+        if matches:
+            return matches[0]
+    return None
+
+
 def render(name: str, root: Path):
-    """The figure `name` from the first of its experiments present under root, or None."""
-    for experiment in FIGURES[name]:
-        d = root / experiment
-        runs = load_runs(d) if d.is_dir() else None
-        if runs is not None and not runs.empty:
-            break
-    else:
-        return None
-    table = lambda t: load_table(d, t, runs)  # noqa: E731
-    if experiment == "quick" and name.startswith("fig3"):  # the longest lag of the quick sweep
-        runs = runs[runs["cfg.task.length"] == runs["cfg.task.length"].max()]
-    if name == "fig1a_init_flow":
-        return plots.init_flow(table("grad_flow"), runs, table("weights"))
-    if name == "fig1b_init_rnn_scale":
-        runs = runs.assign(
-            setting=runs["cfg.model.recurrent_init"]
-            + " ×"
-            + runs["cfg.model.recurrent_gain"].map("{:.1f}".format)
-        )
-        return plots.init_heatmap(
-            table("grad_flow"),
-            runs,
-            "setting",
-            "tanh RNN at init: recurrent weights = gain × (orthogonal | identity)",
-        )
-    if name == "fig1c_init_lstm_forget_bias":
-        return plots.init_heatmap(
-            table("grad_flow"),
-            runs,
-            "cfg.model.forget_bias",
-            "LSTM at init: gradient decay against the forget-gate bias",
-        )
-    task = "adding problem" if "adding" in name else "copy memory"
-    if name.startswith("fig2") and "success" in name:
-        return plots.success_vs_lag(runs, f"Learning across lags: {task}")
-    if name.startswith("fig2"):
-        return plots.learning_curves(table("metrics"), runs, f"Learning curves: {task}")
-    if name == "fig3a_flow_heatmaps":
-        return plots.flow_heatmaps(table("grad_flow"), runs)
-    if name == "fig3b_cell_path":
-        return plots.cell_path(table("grad_flow"), runs)
-    if name == "fig3c_training_dynamics":
-        return plots.training_dynamics(table("grad_flow"), table("metrics"), runs)
-    return plots.matched_comparison(runs, table("grad_flow"))
+    """The study figure `name` from the first of its experiments found at or below root, or
+    None (none of them present, or their runs cannot give it)."""
+    folder = _find(name, experiments(root))
+    return draw(FIGURES[name][0], folder)[0] if folder is not None else None
 
 
 def show(name: str, results: str | Path, figures: str | Path | None = None):
@@ -84,7 +190,7 @@ def show(name: str, results: str | Path, figures: str | Path | None = None):
     <figures>/<name>.png when `figures` is given. Experiments missing: a note, and None."""
     fig = render(name, Path(results))
     if fig is None:
-        print(f"{name}: skipped, none of {', '.join(FIGURES[name])} under {results}")
+        print(f"{name}: skipped, none of {', '.join(FIGURES[name][1])} under {results}")
         return None
     if figures is not None:
         Path(figures).mkdir(parents=True, exist_ok=True)
@@ -93,25 +199,55 @@ def show(name: str, results: str | Path, figures: str | Path | None = None):
     return fig
 
 
+def render_all(root: Path, out: Path) -> dict[str, Path]:
+    """Every figure the results at or below `root` support, saved under `out`; by name, the
+    files written. The study's figures as <out>/<name>.png; every experiment that no study
+    figure reads, each kind its runs support as <out>/<experiment>/<kind>.png."""
+    found, written = experiments(root), {}
+
+    def save(fig, path: Path, name: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=130)
+        plt.close(fig)
+        written[name] = path
+        log.info("wrote  %s", path)
+
+    read = set()
+    for name, (kind, wanted) in FIGURES.items():
+        folder = _find(name, found)
+        if folder is None:
+            log.info("skip   %s: none of %s under %s", name, ", ".join(wanted), root)
+            continue
+        read.add(folder)
+        fig, why = draw(kind, folder)
+        if fig is None:
+            log.info("skip   %s: %s (%s)", name, why, folder)
+            continue
+        save(fig, out / f"{name}.png", name)
+    for experiment, folder in found.items():
+        if folder in read:
+            continue
+        for kind in KINDS:
+            fig, why = draw(kind, folder)
+            if fig is None:
+                log.info("skip   %s/%s: %s", experiment, kind, why)
+                continue
+            save(fig, out / experiment / f"{kind}.png", f"{experiment}/{kind}")
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path, help="a folder of experiment folders")
+    parser.add_argument("results", type=Path, help="an out_dir, an experiment, or a folder above")
     parser.add_argument("--out", type=Path, help="where the PNGs go (default: RESULTS/figures)")
     args = parser.parse_args(argv)
     matplotlib.use("Agg")  # files only: no display needed
     if not Path(args.results).is_dir():
         parser.error(f"results={args.results} is not a directory")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    out = args.out or args.results / "figures"
-    out.mkdir(parents=True, exist_ok=True)
-    for name in FIGURES:
-        fig = render(name, args.results)
-        if fig is None:
-            print(f"skip   {name}: none of {', '.join(FIGURES[name])} under {args.results}")
-            continue
-        fig.savefig(out / f"{name}.png", dpi=130)
-        plt.close(fig)
-        print(f"wrote  {out / name}.png")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not experiments(args.results):
+        parser.error(f"results={args.results} holds no runs (no <experiment>/<run id>/run.json)")
+    render_all(args.results, args.out or args.results / "figures")
 
 
 if __name__ == "__main__":

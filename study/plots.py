@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.colors import TwoSlopeNorm
 
 from study.analysis import decay_ratio
 
@@ -34,6 +35,32 @@ def model_label(run: pd.Series) -> str:
         name = "RNN" if run.get("cfg.model.nonlinearity", "tanh") == "tanh" else "ReLU RNN"
         return name if init == "default" else f"{name}, {init} ×{gain:g}"
     return cell.upper()
+
+
+def _span(values: list) -> str:
+    fmt = lambda v: f"{v:g}" if isinstance(v, int | float) else str(v)  # noqa: E731
+    if len(values) <= 4:
+        return ", ".join(map(fmt, values))
+    return f"{fmt(values[0])}–{fmt(values[-1])}"
+
+
+def describe(runs: pd.DataFrame) -> str:
+    """What a figure's runs are, for its title: task (variant), lags T, hidden sizes H, seeds
+    per configuration and the budget, e.g. "Adding, T = 25, 50, 100, H = 64, 3 seeds, 3000
+    steps × batch 50"."""
+
+    def values(col):
+        return sorted(set(runs[col].dropna())) if col in runs else []
+
+    task = "/".join(map(str, values("task")))
+    if variant := values("cfg.task.variant"):
+        task += f" ({'/'.join(map(str, variant))})"
+    seeds = runs.groupby("config").seed.nunique()
+    n = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
+    steps, batch = values("steps"), _span(values("cfg.train.batch_size"))
+    budget = f"batch {batch} at init" if steps == [0] else f"{_span(steps)} steps × batch {batch}"
+    parts = [task, f"T = {_span(values('cfg.task.length'))}", f"H = {_span(values('hidden_size'))}"]
+    return ", ".join([*parts, f"{n} seed{'s' * (n != '1')}", budget])
 
 
 def _with_labels(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -77,13 +104,13 @@ def init_flow(flow: pd.DataFrame, runs: pd.DataFrame, weights: pd.DataFrame | No
     ax.set_yscale("log")
     ax.set_xlabel("lag k = T-1-t (steps)")
     ax.set_ylabel("median gradient norm per example (log scale)")
-    ax.set_title("Gradient flow at initialisation (adding problem)")
+    ax.set_title("Gradient flow at initialisation\n" + describe(runs), fontsize=10)
     ax.legend(fontsize=7, loc="lower left", ncol=1)
     fig.tight_layout()
     return fig
 
 
-def init_heatmap(flow: pd.DataFrame, runs: pd.DataFrame, setting: str, title: str):
+def init_heatmap(flow: pd.DataFrame, runs: pd.DataFrame, setting: str, title: str, ylabel=None):
     """Heat map of log10(‖∂ℓ/∂h_{T-1-k}‖ / ‖∂ℓ/∂h_{T-1}‖) at initialisation over (setting x lag),
     with the per-step decay factor in the y labels; `setting` is a cfg column."""
     f = _grad(flow[flow.step == 0]).merge(runs[["path", setting]], on="path")
@@ -95,24 +122,28 @@ def init_heatmap(flow: pd.DataFrame, runs: pd.DataFrame, setting: str, title: st
     per_step = np.exp(np.log(decay.per_step).groupby(decay[setting]).mean())  # geometric mean
     per_step = per_step.reindex(grid.index)
     fig, ax = plt.subplots(figsize=(8.5, 0.35 * len(grid) + 1.6))
-    low = max(-30.0, float(np.nanmin(grid.values)))
+    # Diverging at 0 (a decay factor of 1): each side spans its own range, so growth of a few
+    # decades is as visible as vanishing over thirty; at least one decade each way.
+    low = min(-1.0, max(-30.0, float(np.nanmin(grid.values))))
+    high = max(1.0, float(np.nanmax(grid.values)))
     sns.heatmap(
         grid,
         ax=ax,
         cmap="RdBu_r",  # blue: vanishing, red: exploding, white: preserved
-        center=0,
-        vmin=low,
-        vmax=max(-low / 10, float(np.nanmax(grid.values))),
-        cbar_kws={"label": "log10 gradient norm relative to lag 0"},
+        norm=TwoSlopeNorm(vmin=low, vcenter=0.0, vmax=high),
+        cbar_kws={"label": "log10 gradient norm relative to lag 0 (white: preserved)"},
     )
+    ends = np.concatenate([np.linspace(low, 0, 4), np.linspace(0, high, 3)])
+    ticks = sorted(set(np.trunc(ends * 10) / 10))  # rounded towards 0: inside the bar's range
+    ax.collections[0].colorbar.set_ticks(ticks)
     name = lambda v: f"{v:g}" if isinstance(v, int | float) else str(v)  # noqa: E731
     ax.set_yticklabels(
         [f"{name(v)}  (×{p:.2f}/step)" for v, p in zip(grid.index, per_step)], rotation=0
     )
     ax.set_xticks(np.arange(0, T, 10) + 0.5, [str(k) for k in range(0, T, 10)], rotation=0)
     ax.set_xlabel("lag k (steps)")
-    ax.set_ylabel(setting.removeprefix("cfg.model."))
-    ax.set_title(title)
+    ax.set_ylabel(ylabel or setting.removeprefix("cfg.model."))
+    ax.set_title(title + "\n" + describe(runs), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -127,7 +158,7 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def success_vs_lag(runs: pd.DataFrame, title: str, learned: float = 0.1):
+def success_vs_lag(runs: pd.DataFrame, title: str = "Learning across lags", learned=0.1):
     """Fraction of seeds that solved the task (its own criterion; solid) and that learned it
     (final evaluation loss below `learned` x the memoryless baseline; dashed) against T, per
     cell, with 95 % Wilson intervals over seeds."""
@@ -174,16 +205,14 @@ def success_vs_lag(runs: pd.DataFrame, title: str, learned: float = 0.1):
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("sequence length T (steps of lag)")
     ax.set_ylabel(f"fraction of seeds (n = {d.n.max()}), 95 % CI")
-    ax.set_title(
-        title + f"\nsolved: the task's criterion; learned: loss < {learned:g} x baseline",
-        fontsize=10,
-    )
+    criteria = f"solved: the task's criterion; learned: loss < {learned:g} x baseline"
+    ax.set_title(f"{title}\n{describe(runs)}\n{criteria}", fontsize=9)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 
 
-def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, title: str):
+def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, title: str = "Learning curves"):
     """Evaluation loss against training step per cell, one panel per T, seeds as thin lines,
     the task's analytic memoryless baseline as a dashed line."""
     m = metrics[metrics.name == "eval_loss"].merge(
@@ -208,7 +237,7 @@ def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, title: str):
     ]
     handles.append(plt.Line2D([], [], ls="--", color="k", label="memoryless baseline"))
     axes[0][-1].legend(handles=handles, fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(f"{title}: {describe(runs)}", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -239,7 +268,7 @@ def flow_heatmaps(flow: pd.DataFrame, runs: pd.DataFrame):
         ax.set_xlabel("position t (steps)")
         ax.set_ylabel("training step")
         ax.set_title(cell.upper())
-    fig.suptitle("Where the gradient reaches during training (adding problem)")
+    fig.suptitle("Where the gradient reaches during training: " + describe(runs), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -263,47 +292,51 @@ def cell_path(flow: pd.DataFrame, runs: pd.DataFrame):
     ax.set_yscale("log")
     ax.set_xlabel("lag k (steps)")
     ax.set_ylabel("median ‖∂ℓ/∂c_t‖ per example (log scale)")
-    ax.set_title("LSTM: gradient along the linear cell path vs total")
+    ax.set_title(
+        "LSTM: gradient along the linear cell path vs total\n" + describe(lstm.iloc[:1]), fontsize=9
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
 def training_dynamics(flow: pd.DataFrame, metrics: pd.DataFrame, runs: pd.DataFrame):
-    """Left: the LSTM's mean forget gate over training (solid, left axis) and the gain of its cell
-    path over the whole sequence, mean over units of prod_{r>0} f_r (dashed, log, right axis):
-    a few units opening their path move the gain by orders of magnitude and the mean barely.
-    Right: the effective horizon (largest lag with median ‖∂ℓ/∂h‖ above 1e-3 of the last)."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.9))
+    """Three panels over training, one y-axis each. (a) the LSTM's mean forget gate; (b) the
+    gain of its cell path over the whole sequence, median over examples of the mean over units
+    of prod_{r>0} f_r (log): a few units opening their path move the gain by orders of
+    magnitude and the mean gate barely; (c) the effective horizon per cell (largest lag with
+    median ‖∂ℓ/∂h‖ above 1e-3 of the last). Seeds as lines; legends below the panels."""
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 4.2))
     lstm = flow[flow.path.isin(runs[runs.cell == "lstm"].path)]
     f = lstm[(lstm.quantity == "gate_mean") & (lstm.state == "f") & (lstm.stat == "mean")]
     f = f.groupby(["seed", "step"], as_index=False).value.mean()
     gain = lstm[
         (lstm.quantity == "forget_product") & (lstm.position == 0) & (lstm.stat == "median")
     ]
-    a2 = a.twinx()
-    for i, (seed, g) in enumerate(f.groupby("seed")):
-        color = sns.color_palette("tab10")[i]
-        a.plot(g.step, g.value, color=color, label=f"seed {seed}: mean f")
+    colors = dict(zip(sorted(f.seed.unique()), sns.color_palette("tab10")))
+    for seed, g in f.groupby("seed"):
+        a.plot(g.step, g.value, color=colors[seed], label=f"LSTM seed {seed}")
         p = gain[gain.seed == seed]
-        a2.plot(p.step, p.value, "--", color=color, label=f"seed {seed}: gain of the cell path")
-    a.set_xlabel("training step")
-    a.set_ylabel("mean forget gate f (over units, positions)")
+        b.plot(p.step, p.value, color=colors[seed], label=f"LSTM seed {seed}")
     a.set_ylim(0, 1)
-    a2.set_yscale("log")
-    a2.set_ylabel("median mean-over-units ∏ f from t=0 to T-1 (log)")
-    a.set_title("LSTM forget gates during training")
-    lines = a.get_legend_handles_labels()
-    lines2 = a2.get_legend_handles_labels()
-    a.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="center left")
+    a.set_ylabel("mean forget gate f (over units, positions)")
+    a.set_title("(a) LSTM forget gate", fontsize=10)
+    b.set_yscale("log")
+    b.set_ylabel("gain of the cell path: ∏ f over t = 1..T-1 (log)")
+    b.set_title("(b) LSTM cell-path gain over the sequence", fontsize=10)
     h = metrics[(metrics.name == "effective_horizon") & metrics.path.isin(runs.path)]
-    order = [c for c in CELL_ORDER if c in set(h.cell)]
-    sns.lineplot(
-        h, x="step", y="value", hue="cell", units="seed", estimator=None, ax=b, hue_order=order
-    )
-    b.set_xlabel("training step")
-    b.set_ylabel("effective horizon (steps of lag)")
-    b.set_title("How far back the gradient reaches (≥ 1e-3 of the last)")
+    order = [x for x in CELL_ORDER if x in set(h.cell)]
+    palette = dict(zip(CELL_ORDER, sns.color_palette("tab10", 3)))
+    for (cell, seed), g in h.groupby(["cell", "seed"]):
+        style = ["-", "--", ":", "-."][int(seed) % 4]
+        c.plot(g.step, g.value, style, color=palette.get(cell), label=f"{cell.upper()} seed {seed}")
+    c.set_ylabel("effective horizon (steps of lag)")
+    c.set_title("(c) effective horizon: lags with ≥ 1e-3 of the last", fontsize=10)
+    for ax in (a, b, c):
+        ax.set_xlabel("training step")
+    a.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
+    c.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(order) or 1)
+    fig.suptitle("Memory path during training: " + describe(runs), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -315,7 +348,13 @@ def matched_comparison(runs: pd.DataFrame, flow: pd.DataFrame):
         matching=np.where(runs["cfg.model.match_params"].isna(), "equal H", "equal parameters"),
         rel_loss=runs.eval_loss / runs.baseline,
     )
-    r["label"] = r.cell.str.upper() + " (H=" + r.hidden_size.astype(str) + ")"
+    # a cell whose parameter-matched size equals its own H (the cell that set the target) ran
+    # the same configuration twice: drawn once, as "equal H", its tick saying "(both)"
+    key = ["cell", "hidden_size"]
+    at_h = r[r.matching == "equal H"].set_index(key).index
+    twice = (r.matching == "equal parameters") & r.set_index(key).index.isin(at_h)
+    both = set(r[twice].cell)
+    r = r[~twice.values]
     decay = decay_ratio(flow).set_index("path")
     r["per_step"] = decay.per_step.reindex(r.path).values
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
@@ -323,13 +362,14 @@ def matched_comparison(runs: pd.DataFrame, flow: pd.DataFrame):
     hue = ["equal H", "equal parameters"]
     sizes = r.groupby(["cell", "matching"]).agg(H=("hidden_size", "first"), n=("n_params", "first"))
     ticks = [
-        f"{c.upper()}\n"
+        f"{c.upper()}\nH={sizes.loc[(c, 'equal H'), 'H']} (both)"
+        if c in both
+        else f"{c.upper()}\n"
         + " | ".join(f"H={sizes.loc[(c, m), 'H']}" for m in hue if (c, m) in sizes.index)
         for c in order
     ]
-    sns.stripplot(
-        r, x="cell", y="rel_loss", hue="matching", hue_order=hue, dodge=True, order=order, ax=a
-    )
+    strip = dict(hue="matching", hue_order=hue, dodge=True, order=order, jitter=False)
+    sns.stripplot(r, x="cell", y="rel_loss", ax=a, **strip)  # no jitter: the same PNG each time
     a.set_yscale("log")
     a.axhline(1, ls="--", color="k", lw=1)
     a.set_ylabel("final eval loss / memoryless baseline (log)")
@@ -338,17 +378,15 @@ def matched_comparison(runs: pd.DataFrame, flow: pd.DataFrame):
         r,
         x="cell",
         y="per_step",
-        hue="matching",
-        hue_order=hue,
-        dodge=True,
-        order=order,
         ax=b,
         legend=False,
+        **strip,
     )
     b.set_ylabel("gradient decay factor per step at init")
     b.set_title("Gradient flow at initialisation")
     for ax in (a, b):
         ax.set_xticks(range(len(order)), ticks)
         ax.set_xlabel("cell (hidden size: equal H | equal parameters)")
+    fig.suptitle("Equal hidden size or equal parameters: " + describe(runs), fontsize=10)
     fig.tight_layout()
     return fig

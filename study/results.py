@@ -31,6 +31,20 @@ def run_dirs(root: Path) -> list[Path]:
     return sorted(p.parent for p in Path(root).rglob(rundir.RUN_JSON) if ".cache" not in p.parts)
 
 
+def experiments(path: Path) -> dict[str, Path]:
+    """The experiment folders at or below `path`, by name: the one convention of every
+    command-line tool. Runs live in <out_dir>/<experiment>/<run id>/, so `path` may be an out_dir
+    (every experiment in it), one experiment folder, or any folder above them; an experiment is
+    named by its path below `path` (its folder name when `path` is the experiment)."""
+    base, found = Path(path).resolve(), {}
+    for folder in sorted({d.parent for d in run_dirs(path)}):
+        below = (
+            folder.resolve().relative_to(base) if folder.resolve().is_relative_to(base) else None
+        )
+        found[below.as_posix() if below and below.parts else folder.name] = folder
+    return found
+
+
 def load_runs(root: Path, finished_only: bool = True) -> pd.DataFrame:
     """One row per run: run.json fields, plus the resolved config flattened into `cfg.*` columns;
     `config` is the run id without its seed (the configuration the seeds replicate). `status` is
@@ -68,10 +82,10 @@ def load_runs(root: Path, finished_only: bool = True) -> pd.DataFrame:
 
 def _fingerprint(root: Path, runs: pd.DataFrame) -> str:
     """Content key of a set of runs: their paths relative to root and their recorded checksums."""
-    h = hashlib.sha256()
+    h = hashlib.sha256(b"cache v2: paths relative to root")  # older caches are not read
     for path in sorted(runs["path"]):
         info = rundir.read_run_json(Path(path)) or {}
-        rel = Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+        rel = _relative(root, path)
         h.update(f"{rel}:{sorted((info.get('checksums') or {}).items())}".encode())
     return h.hexdigest()[:16]
 
@@ -87,8 +101,11 @@ def load_table(
     if runs.empty:
         return pd.DataFrame()
     cached = Path(root) / ".cache" / f"{table}-{_fingerprint(root, runs)}.parquet"
+    # the cache holds each run's path relative to root; the rows get `path` as runs spells it
+    relative = {_relative(root, p): p for p in runs["path"]}
     if cache and cached.exists():
-        return pd.read_parquet(cached)
+        out = pd.read_parquet(cached)
+        return out.assign(path=out["path"].map(relative))
     keys = runs[["path", "run_id", "config", "seed", "cell"]]
     frames = []
     for row in keys.itertuples(index=False):
@@ -99,8 +116,16 @@ def load_table(
     if cache and len(out):
         for old in cached.parent.glob(f"{table}-*.parquet"):
             old.unlink()
-        rundir.write_parquet(cached, out)
+        rundir.write_parquet(cached, out.assign(path=out["path"].map(_relative_to(root))))
     return out
+
+
+def _relative(root: Path, path: str) -> str:
+    return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+
+
+def _relative_to(root: Path):
+    return lambda path: _relative(root, path)
 
 
 STATUSES = ("completed", "diverged", "failed", "damaged", "running", "missing")

@@ -8,6 +8,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+from study.figures import KINDS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 TASK = '''
@@ -36,7 +40,9 @@ class FirstBit(Task):
 '''
 
 
-def test_an_outside_task_runs_through_hydra_searchpath(tmp_path):
+@pytest.fixture
+def outside(tmp_path):
+    """A folder with the user's package `mytasks` and its config dir; (env, searchpath)."""
     (tmp_path / "mytasks").mkdir()
     (tmp_path / "mytasks" / "__init__.py").write_text("")
     (tmp_path / "mytasks" / "first_bit.py").write_text(textwrap.dedent(TASK))
@@ -44,19 +50,21 @@ def test_an_outside_task_runs_through_hydra_searchpath(tmp_path):
     (tmp_path / "conf" / "task" / "first_bit.yaml").write_text(
         "_target_: mytasks.first_bit.FirstBit\nlength: 12\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "study.run",
-        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
-        "task=first_bit",
-        "train.steps=3",
-        "train.eval_size=16",
-        "model.hidden_size=8",
-        f"out_dir={tmp_path / 'results'}",
-    ]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "MPLBACKEND": "Agg"}
+    return env, f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+
+
+def run(*args, cwd, env, module="study.run"):
+    cmd = [sys.executable, "-m", module, *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_an_outside_task_runs_through_hydra_searchpath(tmp_path, outside):
+    env, searchpath = outside
+    args = [searchpath, "task=first_bit", "train.steps=3", "train.eval_size=16"]
+    proc = run(
+        *args, "model.hidden_size=8", f"out_dir={tmp_path / 'results'}", cwd=tmp_path, env=env
+    )
     assert proc.returncode == 0, proc.stderr
     (run_json,) = (tmp_path / "results").rglob("run.json")
     info = json.loads(run_json.read_text())
@@ -65,3 +73,23 @@ def test_an_outside_task_runs_through_hydra_searchpath(tmp_path):
         info["run_id"]
         == "model.hidden_size=8,task=first_bit,train.eval_size=16,train.steps=3,seed=0"
     )
+
+
+def test_an_outside_task_gets_every_figure_its_runs_support(tmp_path, outside):
+    env, searchpath = outside
+    args = [searchpath, "task=first_bit", "task.length=6,12", "model=rnn,lstm", "train.steps=4"]
+    args += ["train.log_every=2", "train.eval_size=16", "model.hidden_size=8"]
+    proc = run("-m", *args, f"out_dir={tmp_path / 'results'}", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    proc = run(
+        tmp_path / "results",
+        "--out",
+        tmp_path / "figs",
+        cwd=tmp_path,
+        env=env,
+        module="study.figures",
+    )
+    assert proc.returncode == 0, proc.stderr
+    drawn = sorted(p.stem for p in (tmp_path / "figs" / "default").glob("*.png"))
+    assert drawn == sorted(set(KINDS) - {"init_setting", "matched"})
+    assert "skip   default/matched: needs runs at equal H and at equal parameters" in proc.stderr

@@ -1,0 +1,110 @@
+"""Figures as data: each figure states what it shows, renders the same PNG every time, and any
+experiment (smoke, one on an outside task) gets the figures its runs support; every reader
+command takes the same folder levels."""
+
+import hashlib
+import io
+
+import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from study.figures import FIGURES, render
+from study.plots import describe
+from tests.conftest import study_run
+
+matplotlib.use("Agg")
+TINY = ["model.hidden_size=4", "train.eval_size=16", "train.batch_size=4", "task.length=6"]
+TINY += ["train.steps=4", "train.log_every=2"]
+
+
+def test_describe_states_task_lags_size_seeds_and_budget():
+    runs = pd.DataFrame(
+        {
+            "task": "Adding",
+            "cfg.task.variant": "arjovsky2016",
+            "cfg.task.length": [25, 50, 25, 50, 25, 50],
+            "hidden_size": 64,
+            "config": ["a", "b"] * 3,
+            "seed": [0, 0, 1, 1, 2, 2],
+            "steps": 3000,
+            "cfg.train.batch_size": 50,
+        }
+    )
+    assert (
+        describe(runs)
+        == "Adding (arjovsky2016), T = 25, 50, H = 64, 3 seeds, 3000 steps × batch 50"
+    )
+    init = runs.assign(steps=0, seed=0, **{"cfg.task.length": range(10, 70, 10)})
+    assert describe(init) == "Adding (arjovsky2016), T = 10–60, H = 64, 1 seed, batch 50 at init"
+
+
+def _texts(fig) -> str:
+    titles = [ax.get_title() for ax in fig.axes]
+    return " ".join([fig._suptitle.get_text() if fig._suptitle else "", *titles])
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_every_study_figure_states_what_it_shows_and_renders_the_same_png(name, tiny_study):
+    pngs = []
+    for _ in range(2):
+        fig = render(name, tiny_study)
+        assert fig is not None
+        text = _texts(fig)
+        assert all(part in text for part in ("T = ", "H = ", "seed", "batch")), text
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=60)
+        pngs.append(hashlib.sha256(buffer.getvalue()).hexdigest())
+        plt.close(fig)
+    assert pngs[0] == pngs[1]  # no unseeded jitter
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "results"
+    proc = study_run("-m", "experiment=smoke", *TINY, out=out)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_the_smoke_experiment_gets_its_figures(smoke, tmp_path):
+    proc = study_run(smoke, "--out", tmp_path, module="study.figures")
+    assert proc.returncode == 0, proc.stderr
+    drawn = sorted(p.stem for p in (tmp_path / "smoke").glob("*.png"))
+    assert drawn == [
+        "cell_path",
+        "flow_heatmaps",
+        "init_flow",
+        "learning_curves",
+        "training_dynamics",
+    ]
+    assert "skip   smoke/success_vs_lag: needs several lags T" in proc.stderr
+
+
+@pytest.mark.parametrize("module", ["study.figures", "study.collect", "study.analysis"])
+def test_every_reader_takes_an_out_dir_an_experiment_or_a_folder_above(smoke, tmp_path, module):
+    outputs = []
+    for level in (smoke.parent, smoke, smoke / "smoke"):
+        extra = ["--out", tmp_path / level.name] if module != "study.analysis" else []
+        proc = study_run(level, *extra, module=module)
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(proc.stdout.replace(str(tmp_path / level.name), "OUT"))
+    if module == "study.figures":  # the same files at every level
+        found = [
+            sorted(
+                p.relative_to(tmp_path / lv.name).as_posix()
+                for p in (tmp_path / lv.name).rglob("*.png")
+            )
+            for lv in (smoke.parent, smoke, smoke / "smoke")
+        ]
+        assert found[0] and found[0][0].endswith(".png")
+        assert {len(f) for f in found} == {5}
+    else:  # the same experiment, the same tables
+        bodies = [o.split("\n", 1)[1] for o in outputs]
+        assert bodies[0] == bodies[1] == bodies[2] and "smoke" in outputs[0].splitlines()[0]
+
+
+def test_a_reader_given_a_folder_without_runs_says_so(tmp_path):
+    proc = study_run(tmp_path, module="study.figures")
+    assert proc.returncode != 0 and "holds no runs" in proc.stderr
