@@ -4,7 +4,7 @@ STAMP := .venv/.installed
 PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=2
 REFERENCE := init_ratio init_rnn_scale init_lstm_forget_bias memory_path lags_adding matched lags_copy
 
-.PHONY: install run test reference figures notebooks
+.PHONY: install run test reference figures notebooks browser
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -12,13 +12,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# The main job: a small default sweep (a few minutes on 2 cores), then its figures.
+# The main job: a small default sweep (a few minutes on 2 cores), then its figures and the
+# HTML report (results/main/report.html: one offline file, its path printed last).
 run: $(STAMP)
 	$(PY) -m study.run -m experiment=init_ratio out_dir=results/main $(PARALLEL)
 	$(PY) -m study.run -m experiment=quick out_dir=results/main $(PARALLEL)
 	$(PY) -m study.figures results/main
+	$(PY) -m study.report results/main
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
@@ -27,6 +29,13 @@ test: $(STAMP)
 reference: $(STAMP)
 	for e in $(REFERENCE); do $(PY) -m study.run -m experiment=$$e out_dir=results/reference $(PARALLEL) || exit 1; done
 	$(PY) -m study.figures results/reference --out results/figures
+	$(PY) -m study.report results/reference
+
+# The report's test drives Debian's chromium headless; installed here when missing (needs root;
+# without it that one test is skipped, and says so).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium not installed: the browser test of the report will be skipped"
 
 # Jupyter Lab on the notebooks (installs the `notebooks` extra once). The .py files open as
 # notebooks (jupytext); each redraws its figures from results/reference, training nothing.

@@ -167,7 +167,7 @@ def draw(kind: str, folder: Path) -> tuple[plt.Figure | None, str | None]:
     return spec.draw(runs, **{t: tables[t] for t in spec.tables}), None
 
 
-def _find(name: str, found: dict[str, Path]) -> Path | None:
+def find(name: str, found: dict[str, Path]) -> Path | None:
     """The first of a study figure's experiments among the folders found (by folder name)."""
     for experiment in FIGURES[name][1]:
         matches = [folder for folder in found.values() if folder.name == experiment]
@@ -181,7 +181,7 @@ def _find(name: str, found: dict[str, Path]) -> Path | None:
 def render(name: str, root: Path):
     """The study figure `name` from the first of its experiments found at or below root, or
     None (none of them present, or their runs cannot give it)."""
-    folder = _find(name, experiments(root))
+    folder = find(name, experiments(root))
     return draw(FIGURES[name][0], folder)[0] if folder is not None else None
 
 
@@ -214,7 +214,7 @@ def render_all(root: Path, out: Path) -> dict[str, Path]:
 
     read = set()
     for name, (kind, wanted) in FIGURES.items():
-        folder = _find(name, found)
+        folder = find(name, found)
         if folder is None:
             log.info("skip   %s: none of %s under %s", name, ", ".join(wanted), root)
             continue

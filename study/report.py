@@ -1,0 +1,262 @@
+"""`study-report RESULTS [--out FILE]`: one self-contained HTML page about a results folder.
+
+The page holds, per experiment: the status of every run, the key numbers (the gradient's decay
+per step at initialisation; success against lag with 95 % Wilson intervals), interactive plots
+where a reader hovers (gradient flow against lag at initialisation, learning curves), every
+figure study-figures draws (PNG, embedded), the resolved config and what the sweep varies.
+It is offline: plotly's script and the images are inside the file, nothing is fetched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import logging
+import tempfile
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from study import figures, rundir
+from study.analysis import decay_ratio
+from study.plots import describe, model_label, wilson
+from study.results import STATUSES, experiments, load_runs, load_table, status_table
+
+log = logging.getLogger(__name__)
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: .6em 0; font-size: .9em; }
+th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
+th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+td:nth-child(2) { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; margin: .4em 0; }
+pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .85em; }
+.note { color: #555; font-size: .9em; } nav a { margin-right: 1em; }
+"""
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, border=0, na_rep="", float_format="{:.3g}".format)
+
+
+def decay_table(runs: pd.DataFrame, flow: pd.DataFrame) -> pd.DataFrame:
+    """Per model: the gradient's decay factor per step at initialisation (geometric mean over
+    seeds of (‖∂ℓ/∂h_0‖ / ‖∂ℓ/∂h_{T-1}‖)^(1/(T-1)), batch medians), with its min and max."""
+    d = decay_ratio(flow).merge(runs[["path"]].assign(model=runs.apply(model_label, axis=1)))
+    g = d.groupby(["model", "T"]).per_step
+    out = pd.DataFrame(
+        {
+            "per step (geometric mean)": g.apply(lambda s: float(np.exp(np.log(s).mean()))),
+            "min": g.min(),
+            "max": g.max(),
+            "seeds": g.size(),
+        }
+    )
+    return out.reset_index()
+
+
+def success_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per cell and lag T: seeds that solved the task (its own criterion), with a 95 % Wilson
+    interval, and the median final evaluation loss relative to the memoryless baseline."""
+    rows = []
+    for (model, T), g in runs.assign(model=runs.apply(model_label, axis=1)).groupby(
+        ["model", "cfg.task.length"]
+    ):
+        k, n = int(g.solved.fillna(False).sum()), len(g)
+        lo, hi = wilson(k, n)
+        rows.append(
+            {
+                "model": model,
+                "T": T,
+                "solved": f"{k}/{n}",
+                "rate": k / n,
+                "95 % CI": f"[{lo:.2f}, {hi:.2f}]",
+                "loss / baseline (median)": float((g.eval_loss / g.baseline).median()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def flow_plot(runs: pd.DataFrame, flow: pd.DataFrame) -> go.Figure:
+    """Median ‖∂ℓ/∂h_t‖ (and ‖∂ℓ/∂c_t‖) against lag at initialisation, mean over seeds, one
+    line per model and lag T, log scale."""
+    f = flow[(flow.step == 0) & (flow.stat == "median") & (flow.quantity == "grad_norm")]
+    f = f.merge(runs[["path", "cfg.task.length"]].assign(model=runs.apply(model_label, axis=1)))
+    several = f["cfg.task.length"].nunique() > 1
+    fig = go.Figure()
+    for (model, state, T), g in f.groupby(["model", "state", "cfg.task.length"]):
+        mean = g.groupby("lag").value.mean()
+        fig.add_scatter(
+            x=mean.index,
+            y=mean.values,
+            name=f"{model}: ‖∂ℓ/∂{state}‖" + (f", T = {T}" if several else ""),
+            line={"dash": "solid" if state == "h" else "dot"},
+            hovertemplate="lag %{x}<br>%{y:.3g}<extra>" + html.escape(model) + "</extra>",
+        )
+    fig.update_layout(
+        title="Gradient flow at initialisation: " + describe(runs),
+        xaxis_title="lag k = T-1-t (steps)",
+        yaxis_title="median gradient norm per example",
+        yaxis_type="log",
+        yaxis_exponentformat="power",
+        height=460,
+    )
+    return fig
+
+
+def curves_plot(runs: pd.DataFrame, metrics: pd.DataFrame) -> go.Figure:
+    """Evaluation loss against training step, one line per run (hover: the run)."""
+    m = metrics[metrics.name == "eval_loss"].merge(
+        runs[["path", "cfg.task.length"]].assign(model=runs.apply(model_label, axis=1))
+    )
+    fig = go.Figure()
+    for (model, T, seed), g in m.groupby(["model", "cfg.task.length", "seed"]):
+        fig.add_scatter(
+            x=g.step,
+            y=g.value,
+            name=f"{model}, T = {T}, seed {seed}",
+            mode="lines",
+            hovertemplate="step %{x}<br>eval loss %{y:.4g}<extra>%{fullData.name}</extra>",
+        )
+    fig.update_layout(
+        title="Learning curves: " + describe(runs),
+        xaxis_title="training step",
+        yaxis_title="evaluation loss",
+        yaxis_type="log",
+        yaxis_exponentformat="power",
+        height=460,
+    )
+    return fig
+
+
+def _config_text(runs: pd.DataFrame) -> tuple[str, str]:
+    """One run's resolved config.yaml, and the overrides the experiment's runs differ by."""
+    first = Path(runs.sort_values("run_id").path.iloc[0])
+    text = (first / rundir.CONFIG).read_text()
+    varies = sorted({o for ids in runs.run_id for o in ids.split(",") if "=" in o})
+    return text, ", ".join(varies)
+
+
+class Page:
+    """The HTML page, section by section; plotly's script goes in once, with the first plot."""
+
+    def __init__(self, title: str):
+        self.parts, self.nav, self.scripted = [], [], False
+        self.title = title
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+
+    def section(self, anchor: str, heading: str) -> None:
+        self.nav.append(f'<a href="#{anchor}">{html.escape(heading)}</a>')
+        self.add(f'<h2 id="{anchor}">{html.escape(heading)}</h2>')
+
+    def plot(self, fig: go.Figure) -> None:
+        self.add(pio.to_html(fig, full_html=False, include_plotlyjs=not self.scripted))
+        self.scripted = True
+
+    def image(self, png: Path, caption: str) -> None:
+        data = base64.b64encode(png.read_bytes()).decode()
+        self.add(
+            f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption class=note>{html.escape(caption)}</figcaption></figure>"
+        )
+
+    def html(self) -> str:
+        head = f"<title>{html.escape(self.title)}</title><style>{STYLE}</style>"
+        body = f"<h1>{html.escape(self.title)}</h1><nav>{''.join(self.nav)}</nav>"
+        return (
+            f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{head}</head>'
+            f"<body>{body}{''.join(self.parts)}</body></html>"
+        )
+
+
+INTRO = """Matched RNN, LSTM and GRU models on long-lag tasks: for each experiment, how its runs
+stand, how fast the gradient decays with lag at initialisation, how many seeds learned each
+lag, and its figures. Plots with a legend are interactive: hover for values, click a legend
+entry to hide a line, drag to zoom."""
+
+NOTEBOOKS = """<p>The figures are drawn by functions in <code>study/plots.py</code>; the notebooks
+in <code>notebooks/</code> (<code>fig1_init_flow</code>, <code>fig2_learning_across_lags</code>,
+<code>fig3_memory_path</code>, <code>fig4_matched</code>; jupytext .py files paired with .ipynb)
+redraw the study's figures from a results folder. Open them with <code>make notebooks</code>;
+point them at these results with the environment variable <code>STUDY_RESULTS</code>.
+Each run's tables are parquet files in its run directory (schemas in docs/results.md).</p>"""
+
+
+def build(root: Path) -> str:
+    """The page for every experiment at or below `root`."""
+    page = Page(f"study report: {root}")
+    found = experiments(root)
+    statuses = {name: status_table(folder) for name, folder in found.items()}
+    summary = pd.DataFrame(
+        [
+            {"experiment": name, "configurations": len(t), **t[list(STATUSES)].sum().to_dict()}
+            for name, t in statuses.items()
+        ]
+    )
+    page.add(f"<p>{INTRO}</p>")
+    page.section("status", "Status")
+    page.add(_table(summary))
+    with tempfile.TemporaryDirectory() as tmp:
+        drawn = figures.render_all(root, Path(tmp))
+        for name, folder in found.items():
+            runs = load_runs(folder)
+            page.section(name.replace("/", "-"), f"Experiment {name}")
+            if runs.empty:
+                page.add("<p>No finished runs.</p>")
+                continue
+            page.add(f"<p class=note>{html.escape(describe(runs))}; folder {folder}</p>")
+            flow = load_table(folder, "grad_flow", runs)
+            if len(flow) and (flow.step == 0).any():
+                page.add("<h3>Decay of the gradient per step at initialisation</h3>")
+                page.add(_table(decay_table(runs, flow)))
+                page.plot(flow_plot(runs, flow))
+            if runs["cfg.task.length"].nunique() > 1 and (runs.steps > 0).any():
+                page.add("<h3>Success against lag</h3>")
+                page.add(_table(success_table(runs)))
+            if (runs.steps > 0).any():
+                page.plot(curves_plot(runs, load_table(folder, "metrics", runs)))
+            for key, png in drawn.items():  # the study's figures drawn from here, then its own
+                source = figures.find(key, found) if key in figures.FIGURES else None
+                if key.startswith(f"{name}/") or source == folder:
+                    page.image(png, key)
+            page.add(
+                "<details><summary>Status of every run, per configuration</summary>"
+                f"{_table(statuses[name])}</details>"
+            )
+            config, varies = _config_text(runs)
+            page.add(
+                f"<details><summary>Config (one run's config.yaml; the runs differ in: "
+                f"{html.escape(varies)})</summary><pre>{html.escape(config)}</pre></details>"
+            )
+    page.section("notebooks", "Notebooks")
+    page.add(NOTEBOOKS)
+    return page.html()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, help="an out_dir, an experiment, or a folder above")
+    parser.add_argument("--out", type=Path, help="the page (default: RESULTS/report.html)")
+    args = parser.parse_args(argv)
+    matplotlib.use("Agg")
+    if not args.results.is_dir():
+        parser.error(f"results={args.results} is not a directory")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if not experiments(args.results):
+        parser.error(f"results={args.results} holds no runs (no <experiment>/<run id>/run.json)")
+    out = args.out or args.results / "report.html"
+    rundir.write_text(out, build(args.results))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The HTML report: self-contained, its numbers recomputed independently, and rendered in a
+real headless browser (Debian's chromium driven by playwright) without errors or blank figures."""
+
+import io
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from study.report import decay_table, success_table
+from study.results import load_runs, load_table
+from tests.conftest import study_run
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def report(tiny_study, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    proc = study_run(tiny_study, "--out", out, module="study.report")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"wrote {out}"
+    return out
+
+
+def test_the_report_is_one_offline_file_about_every_experiment(report, tiny_study):
+    page = report.read_text()
+    for experiment in ("init_ratio", "lags_adding", "lags_copy", "matched", "memory_path"):
+        assert f'id="{experiment}"' in page
+    markup = re.sub(r"<script.*?</script>", "", page, flags=re.S)  # plotly's code names URLs
+    assert 'src="http' not in markup and 'href="http' not in markup  # the page fetches nothing
+    assert re.search(r"<script[^>]*\bsrc=", page) is None  # plotly's script is inline
+    assert page.count("data:image/png;base64,") >= 11  # the study's eleven figures at least
+    assert "Success against lag" in page and "Decay of the gradient per step" in page
+
+
+def test_the_decay_table_matches_a_direct_computation(tiny_study):
+    folder = tiny_study / "init_ratio"
+    runs, flow = load_runs(folder), load_table(folder, "grad_flow")
+    table = decay_table(runs, flow).set_index("model")
+    h = flow[(flow.step == 0) & (flow.quantity == "grad_norm") & (flow.state == "h")]
+    h = h[h.stat == "median"]
+    for cell, label in (("rnn", "RNN"), ("gru", "GRU")):
+        factors = []
+        for _, g in h[h.cell == cell].groupby("path"):
+            g = g.sort_values("position")  # position 0 is lag T-1
+            T = len(g)
+            factors.append((g.value.iloc[0] / g.value.iloc[-1]) ** (1 / (T - 1)))
+        expected = float(np.prod(factors) ** (1 / len(factors)))
+        assert table.loc[label, "per step (geometric mean)"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_success_table_counts_seeds_and_gives_wilson_intervals(tiny_study):
+    runs = load_runs(tiny_study / "lags_adding")
+    table = success_table(runs)
+    for row in table.itertuples():
+        g = runs[(runs.cell == row.model.lower()) & (runs["cfg.task.length"] == row.T)]
+        assert row.solved == f"{int(g.solved.sum())}/{len(g)}"
+    # Wilson 95 % interval for 0 of 2: [0, z^2 / (n + z^2)] = [0, 0.658]
+    zero = table[table.solved == "0/2"]
+    assert (zero["95 % CI"] == "[0.00, 0.66]").all()
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"
+)
+def test_the_report_renders_in_a_headless_browser(report, tmp_path):
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        errors, requests = [], []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(report.as_uri())
+        page.wait_for_function(
+            "document.querySelectorAll('.plotly-graph-div .main-svg').length > 0"
+        )
+        widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+        plots = page.eval_on_selector_all(
+            ".plotly-graph-div", "els => els.map(e => e.querySelectorAll('.main-svg').length)"
+        )
+        page.evaluate("document.querySelector('.plotly-graph-div').scrollIntoView()")
+        png = page.screenshot()
+        browser.close()
+    assert errors == []
+    assert [r for r in requests if not r.startswith("data:")] == [report.as_uri()]
+    assert widths and all(w > 0 for w in widths)  # every figure decoded
+    assert plots and all(n > 0 for n in plots)  # every interactive plot drawn
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float)
+    assert pixels.std() > 10 and (pixels < 128).mean() > 0.005  # not blank
