@@ -28,11 +28,19 @@ def hold(new: Tensor, old: Tensor, keep: Tensor | None) -> Tensor:
 
 
 class Cell(nn.Module):
-    """What every cell shares: the input projection, the zero initial state, the default init."""
+    """What every cell shares: the input projection, the zero initial state, the default init.
+
+    A new cell (study/linear_cells.py, or one outside the repository) subclasses this: it sets
+    `n_gates`, `kind`, the names of its states and gates, and writes `step`; with
+    `recurrent_weights = False` it has no W_hh. `memory` names the state that carries
+    information across steps (what the effective horizon reads)."""
 
     n_gates: int  # how many H-sized blocks the weights stack (1 RNN, 4 LSTM, 3 GRU)
     state_names: tuple[str, ...] = ("h",)
     gate_names: tuple[str, ...] = ()
+    block_names: str = ""  # names of W_hh's H x H blocks, in order (for the weights table)
+    recurrent_weights: bool = True  # False: no W_hh, b_hh (the linear-recurrence cells)
+    memory: str = "h"
     kind: str
 
     def __init__(self, input_size: int, hidden_size: int):
@@ -40,10 +48,17 @@ class Cell(nn.Module):
         self.input_size, self.hidden_size = input_size, hidden_size
         G = self.n_gates * hidden_size
         self.weight_ih_l0 = nn.Parameter(torch.empty(G, input_size))
-        self.weight_hh_l0 = nn.Parameter(torch.empty(G, hidden_size))
+        if self.recurrent_weights:
+            self.weight_hh_l0 = nn.Parameter(torch.empty(G, hidden_size))
         self.bias_ih_l0 = nn.Parameter(torch.empty(G))
-        self.bias_hh_l0 = nn.Parameter(torch.empty(G))
+        if self.recurrent_weights:
+            self.bias_hh_l0 = nn.Parameter(torch.empty(G))
         self.reset_parameters()
+
+    @property
+    def state_sizes(self) -> tuple[int, ...]:
+        """The width of each state in `state_names` (H each unless a cell says otherwise)."""
+        return (self.hidden_size,) * len(self.state_names)
 
     def reset_parameters(self) -> None:
         """PyTorch's default for all recurrent layers: every entry ~ U(-1/sqrt(H), 1/sqrt(H))."""
@@ -60,8 +75,16 @@ class Cell(nn.Module):
         return gx.view(B, T, -1)
 
     def initial_state(self, batch_size: int) -> tuple[Tensor, ...]:
-        w = self.weight_hh_l0
-        return tuple(w.new_zeros(batch_size, self.hidden_size) for _ in self.state_names)
+        w = self.weight_ih_l0
+        return tuple(w.new_zeros(batch_size, n) for n in self.state_sizes)
+
+    def linear_path(self, traj, direct_h: Tensor):
+        """The cell's linear state path, for the probe that follows the gradient along it alone
+        (study/probes.py, cell_path_gradient): (state name, injection (B, T, S), carry) where
+        carry(g, t) maps the gradient at step t to step t-1 along that path, and the injection
+        is what arrives at step t from the readout (direct_h = dl/dh_t through the readout).
+        None: the cell has no such path (the RNN)."""
+        return None
 
     def n_params(self) -> int:
         """Parameters the recurrence actually uses (what `match_params` counts)."""
@@ -71,7 +94,7 @@ class Cell(nn.Module):
 class RNNCell(Cell):
     """Elman RNN:  h_t = phi(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),  phi = tanh or relu."""
 
-    n_gates, kind = 1, "rnn"
+    n_gates, kind, block_names = 1, "rnn", "h"
 
     def __init__(self, input_size: int, hidden_size: int, nonlinearity: str = "tanh"):
         if nonlinearity not in ("tanh", "relu"):
@@ -99,9 +122,10 @@ class LSTMCell(Cell):
     state_dicts still load) but is unused, and `n_params` does not count it.
     """
 
-    n_gates, kind = 4, "lstm"
+    n_gates, kind, block_names = 4, "lstm", "ifgo"
     state_names = ("h", "c")
     gate_names = ("i", "f", "o")
+    memory = "h"  # the horizon reads h, as for the other cells (c feeds h at every step)
 
     def __init__(self, input_size: int, hidden_size: int, forget_gate: bool = True):
         self.forget_gate = forget_gate
@@ -116,6 +140,14 @@ class LSTMCell(Cell):
         c_new = hold(f * c + i * g, c, keep)
         h_new = hold(o * torch.tanh(c_new), h, keep)
         return (h_new, c_new), {"i": i, "f": f, "o": o}
+
+    def linear_path(self, traj, direct_h: Tensor):
+        """c_t = f_t * c_{t-1} + ...: the gradient along the cell path alone, carried by f,
+        injected through h_t = o_t * tanh(c_t)."""
+        c = torch.stack(traj.states["c"], dim=1)
+        o = torch.stack(traj.gates["o"], dim=1)
+        f = traj.gates["f"]
+        return "c", direct_h * o * (1 - torch.tanh(c) ** 2), lambda g, t: f[t] * g
 
     def n_params(self) -> int:
         n = super().n_params()
@@ -133,7 +165,7 @@ class GRUCell(Cell):
     h_t = (1 - z) * n + z * h_{t-1}                   <- the direct path: dh_t/dh_{t-1} ∋ diag(z)
     """
 
-    n_gates, kind = 3, "gru"
+    n_gates, kind, block_names = 3, "gru", "rzn"
     gate_names = ("r", "z")
 
     def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None):
@@ -146,6 +178,11 @@ class GRUCell(Cell):
         n = torch.tanh(x_n + r * h_n)
         h_new = (1 - z) * n + z * h
         return (hold(h_new, h, keep),), {"r": r, "z": z}
+
+    def linear_path(self, traj, direct_h: Tensor):
+        """h_t = z_t * h_{t-1} + ...: the direct path alone, carried by z."""
+        z = traj.gates["z"]
+        return "h", direct_h, lambda g, t: z[t] * g
 
 
 CELLS: dict[str, type[Cell]] = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}

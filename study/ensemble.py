@@ -15,7 +15,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from study.fast import choose_path, native_module, sequence
+from study.fast import NATIVE, choose_path, native_module, sequence
 from study.model import SequenceModel
 
 CELL_PARAMS = ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0")  # sequence()'s order
@@ -74,7 +74,8 @@ class Ensemble(nn.Module):
         # it runs the explicit cells for the fallback path and hands out members for the probes
         object.__setattr__(self, "template", copy.deepcopy(first))
         cell = first.cell
-        self.recurrence = sequence(cell.kind, getattr(cell, "nonlinearity", "tanh"))
+        nonlinearity = getattr(cell, "nonlinearity", "tanh")
+        self.recurrence = sequence(cell.kind, nonlinearity) if cell.kind in NATIVE else None
 
     def params(self) -> dict[str, Tensor]:
         return dict(zip(self.names, self.stacked))

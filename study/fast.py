@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from study.cells import Cell
 
 IMPLS = ("explicit", "fast", "native")
+NATIVE = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}  # the cells torch.nn also has
 
 
 def choose_path(cell: Cell, impl: str, device: torch.device, padded: bool, members: int) -> str:
@@ -33,7 +34,9 @@ def choose_path(cell: Cell, impl: str, device: torch.device, padded: bool, membe
     single model (members=1) and for a seed ensemble alike.
 
     explicit  the cell's own loop (study/cells.py): impl=explicit, left-padded batches, the LSTM
-              without a forget gate
+              without a forget gate; cells torch.nn lacks, where they have no scan or in an
+              ensemble or with impl=native
+    scan      the linear-recurrence cells' parallel scan over time (study/linear_cells.py)
     native    torch.nn on the cell's parameters: impl=native; for impl=fast, the LSTM on CPU
               (oneDNN's fused kernel; ensemble members take turns through it) and, for a single
               model, every cell on CUDA (cuDNN)
@@ -44,6 +47,9 @@ def choose_path(cell: Cell, impl: str, device: torch.device, padded: bool, membe
         raise ValueError(f"model.impl={impl!r} is unknown: allowed {', '.join(IMPLS)}")
     if impl == "explicit" or padded or (cell.kind == "lstm" and not cell.forget_gate):
         return "explicit"
+    if cell.kind not in NATIVE:  # the linear-recurrence cells: their parallel scan over time
+        scan = hasattr(cell, "scan") and impl == "fast" and members == 1
+        return "scan" if scan else "explicit"  # (an ensemble of them, a cell from outside)
     if impl == "native":
         return "native"
     cuda = torch.device(device).type == "cuda"
@@ -53,7 +59,9 @@ def choose_path(cell: Cell, impl: str, device: torch.device, padded: bool, membe
 
 
 def hidden_states(cell: Cell, x: Tensor, path: str) -> Tensor:
-    """h_t for every step, (B, T, H), by the native or the sequence path (see choose_path)."""
+    """h_t for every step, (B, T, H), by the native, sequence or scan path (see choose_path)."""
+    if path == "scan":
+        return cell.scan(x)
     if path == "native":
         return native_module(cell)(x)[0]
     return sequence(cell.kind, cell.nonlinearity if cell.kind == "rnn" else "tanh")(
@@ -79,7 +87,7 @@ def native_module(cell: Cell) -> nn.RNNBase:
     the parameters are not registered twice."""
     native = cell.__dict__.get("_native")
     if native is None:
-        kind = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell.kind]
+        kind = NATIVE[cell.kind]
         kwargs = {"nonlinearity": cell.nonlinearity} if cell.kind == "rnn" else {}
         native = kind(cell.input_size, cell.hidden_size, batch_first=True, **kwargs)
         cell.__dict__["_native"] = native

@@ -29,8 +29,7 @@ def log_spaced_lags(T: int, n: int) -> list[int]:
 def rollout(cell: Cell, gx: Tensor, state: Tensor, valid: Tensor | None) -> Tensor:
     """Run the recurrence from a flat state (E, S) over the inputs gx (E, k, G); return the
     final flat state. Left padding (valid False) holds the state, as in SequenceModel."""
-    n = len(cell.state_names)
-    parts = tuple(state.chunk(n, dim=1))
+    parts = tuple(state.split(cell.state_sizes, dim=1))
     for t, gx_t in enumerate(gx.unbind(dim=1)):
         keep = None if valid is None else valid[:, t, None]
         parts, _ = cell.step(gx_t, parts, keep)
@@ -87,8 +86,11 @@ def jacobian_norms(
 @torch.no_grad()
 def recurrent_spectra(cell: Cell) -> dict[str, dict[str, float]]:
     """{gate block: {"sigma_max": largest singular value, "spectral_radius": max |eigenvalue|}}
-    of W_hh, per gate block for the gated cells (torch's order: RNN h; LSTM i f g o; GRU r z n)."""
-    names = {"rnn": "h", "lstm": "ifgo", "gru": "rzn"}[cell.kind]
+    of W_hh, per gate block for the gated cells (torch's order: RNN h; LSTM i f g o; GRU r z n).
+    A cell without W_hh reports its own (the LRU: its diagonal lambda; minGRU/minLSTM: none)."""
+    if not cell.recurrent_weights:
+        return cell.recurrent_spectra() if hasattr(cell, "recurrent_spectra") else {}
+    names = cell.block_names
     out = {}
     for name, W in zip(names, cell.weight_hh_l0.double().split(cell.hidden_size, dim=0)):
         out[name] = {

@@ -7,14 +7,17 @@ the total parameter count as close as possible to the target.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from study.cells import CELLS, Cell
+from study.cells import CELLS as CLASSIC
+from study.cells import Cell
 from study.checks import require_bool, require_int, require_number
 from study.fast import IMPLS, choose_path, hidden_states
+from study.linear_cells import LRUCell, MinGRUCell, MinLSTMCell
 
 
 @dataclass
@@ -68,28 +71,57 @@ class SequenceModel(nn.Module):
         return self.cell.n_params() + sum(p.numel() for p in self.readout.parameters())
 
 
-def count_params(
-    cell: str, input_size: int, hidden_size: int, output_size: int, forget_gate: bool = True
-) -> int:
-    """Closed form of SequenceModel.n_params(), used to solve for a matched hidden size."""
-    blocks = CELLS[cell].n_gates - (0 if forget_gate or cell != "lstm" else 1)
-    H, I, O = hidden_size, input_size, output_size
-    return blocks * (H * I + H * H + 2 * H) + H * O + O
+CELLS: dict[str, type[Cell]] = {  # the built-in recurrences, by the name `model.cell` takes
+    **CLASSIC,
+    "mingru": MinGRUCell,
+    "minlstm": MinLSTMCell,
+    "lru": LRUCell,
+}
+
+
+def cell_class(cell: str) -> type[Cell]:
+    """A built-in cell by name, or any Cell subclass by its import path ("mypkg.cells.MyCell"):
+    a cell added from outside the repository needs no registry entry."""
+    if isinstance(cell, str) and cell in CELLS:
+        return CELLS[cell]
+    allowed = f"allowed {', '.join(CELLS)}, or the import path of a study.cells.Cell subclass"
+    if not isinstance(cell, str) or "." not in cell:
+        raise ValueError(f"model.cell={cell!r} is unknown: {allowed}")
+    module, _, name = cell.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"model.cell={cell!r} cannot be imported ({e}): {allowed}") from None
+    if not (isinstance(found, type) and issubclass(found, Cell)):
+        raise ValueError(f"model.cell={cell!r} is not a study.cells.Cell subclass")
+    return found
+
+
+def count_params(cell: str, input_size: int, hidden_size: int, output_size: int, **options) -> int:
+    """SequenceModel.n_params() of a cell at this size, built on the meta device (no memory,
+    no initialisation): what `match_params` solves over. `options` go to the cell."""
+    with torch.device("meta"):
+        recurrence = cell_class(cell)(input_size, hidden_size, **options)
+    return recurrence.n_params() + hidden_size * output_size + output_size
 
 
 def matched_hidden_size(
-    cell: str, input_size: int, output_size: int, target: int, forget_gate: bool = True
+    cell: str, input_size: int, output_size: int, target: int, **options
 ) -> int:
-    """The hidden size whose total parameter count is closest to `target` (ties: the smaller)."""
-    best, H = 1, 1
-    while True:
-        n = count_params(cell, input_size, H, output_size, forget_gate)
-        best_n = count_params(cell, input_size, best, output_size, forget_gate)
-        if abs(n - target) < abs(best_n - target):
-            best = H
-        if n > target:  # the count grows with H, so nothing larger can be closer
-            return best
-        H += 1
+    """The hidden size whose total parameter count is closest to `target` (ties: the smaller).
+    The count grows with H: bisect for the first H above the target, then take the closer of
+    it and the one before."""
+    count = lambda H: count_params(cell, input_size, H, output_size, **options)  # noqa: E731
+    high = 1
+    while count(high) <= target:
+        high *= 2
+    low = high // 2  # count(low) <= target < count(high), or low = 0
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if count(mid) <= target else (low, mid)
+    if low == 0:
+        return 1
+    return low if target - count(low) <= count(high) - target else high
 
 
 def build_model(
@@ -103,16 +135,23 @@ def build_model(
     recurrent_gain: float = 1.0,
     forget_bias: float | None = None,
     forget_gate: bool = True,
+    chrono: float | None = None,
+    options: dict | None = None,
     impl: str = "fast",
 ) -> SequenceModel:
-    """Build a SequenceModel. Initialisation options (each one config key):
+    """Build a SequenceModel. `cell` names a built-in recurrence (CELLS) or the import path of a
+    Cell subclass. Initialisation options (each one config key):
 
     recurrent_init: default (PyTorch's uniform) | orthogonal | identity (IRNN, Le et al. 2015);
         the non-default ones are scaled by `recurrent_gain`, which is then the spectral radius.
-        For gated cells they apply to every gate block of W_hh.
+        For gated cells they apply to every gate block of W_hh (cells with a W_hh only).
     forget_bias: LSTM only; None keeps PyTorch's init, a number sets the total forget-gate bias
         (b_ih + b_hh on the f block) to it, e.g. 1 (Gers et al. 2000) or 3.
     forget_gate: LSTM only; False fixes f = 1 (the 1997 LSTM without a forget gate).
+    chrono: LSTM and GRU; a number T_max sets the chrono initialisation (Tallec & Ollivier 2018):
+        the keep gate's total bias b ~ log U(1, T_max - 1), so that the memory time 1 / (1 - f)
+        at zero input is uniform in [2, T_max]; the LSTM's input-gate bias is -b.
+    options: keyword arguments of the cell's own constructor (the LRU: r_min, r_max, max_phase).
     """
     require_int("model.hidden_size", hidden_size, 1)
     if match_params is not None:
@@ -121,27 +160,42 @@ def build_model(
     if forget_bias is not None:
         require_number("model.forget_bias", forget_bias)
     require_bool("model.forget_gate", forget_gate)
-    if not isinstance(cell, str) or cell not in CELLS:
-        raise ValueError(f"model.cell={cell!r} is unknown: allowed {', '.join(CELLS)}")
+    kind = cell_class(cell)
     if cell != "rnn" and nonlinearity != "tanh":
         raise ValueError(f"model.nonlinearity={nonlinearity!r} applies only to cell=rnn")
     if cell != "lstm" and (forget_bias is not None or not forget_gate):
         raise ValueError("model.forget_bias / model.forget_gate apply only to cell=lstm")
+    if chrono is not None:
+        require_number("model.chrono", chrono)
+        if cell not in ("lstm", "gru"):
+            raise ValueError("model.chrono applies only to cell=lstm and cell=gru")
+        if chrono <= 2 or forget_bias is not None:
+            raise ValueError(f"model.chrono={chrono!r} is invalid: T_max > 2, without forget_bias")
     if recurrent_init not in ("default", "orthogonal", "identity"):
         allowed = "default, orthogonal, identity"
         raise ValueError(f"model.recurrent_init={recurrent_init!r} is invalid: allowed {allowed}")
-    if match_params is not None:
-        hidden_size = matched_hidden_size(cell, input_size, output_size, match_params, forget_gate)
-
-    kwargs = {"rnn": {"nonlinearity": nonlinearity}, "lstm": {"forget_gate": forget_gate}}
-    recurrence = CELLS[cell](input_size, hidden_size, **kwargs.get(cell, {}))
+    if recurrent_init != "default" and not kind.recurrent_weights:
+        raise ValueError(f"model.recurrent_init={recurrent_init!r}: cell={cell} has no W_hh")
+    options = dict(options or {})
+    if cell == "rnn":
+        options["nonlinearity"] = nonlinearity
+    if cell == "lstm":
+        options["forget_gate"] = forget_gate
+    try:
+        if match_params is not None:
+            hidden_size = matched_hidden_size(
+                cell, input_size, output_size, match_params, **options
+            )
+        recurrence = kind(input_size, hidden_size, **options)
+    except TypeError as e:  # an option the cell does not take
+        raise ValueError(f"model.options do not fit cell={cell}: {e}") from None
     model = SequenceModel(recurrence, output_size, impl)
-    _initialise(model.cell, recurrent_init, recurrent_gain, forget_bias)
+    _initialise(model.cell, recurrent_init, recurrent_gain, forget_bias, chrono)
     return model
 
 
 @torch.no_grad()
-def _initialise(cell: Cell, recurrent_init: str, gain: float, forget_bias: float | None) -> None:
+def _initialise(cell: Cell, recurrent_init: str, gain: float, forget_bias, chrono) -> None:
     H = cell.hidden_size
     if recurrent_init != "default":
         for block in cell.weight_hh_l0.split(H, dim=0):  # one H x H block per gate
@@ -156,3 +210,13 @@ def _initialise(cell: Cell, recurrent_init: str, gain: float, forget_bias: float
         f = slice(H, 2 * H)  # torch's LSTM order is i, f, g, o
         cell.bias_ih_l0[f] = forget_bias
         cell.bias_hh_l0[f] = 0.0
+    if chrono is not None:
+        # the keep gate: the LSTM's f (torch order i, f, g, o), the GRU's z (order r, z, n;
+        # h_t = (1 - z) n + z h_{t-1}); its whole bias on b_ih, b_hh's block zero
+        keep = slice(H, 2 * H)
+        b = torch.log(1 + (chrono - 2) * torch.rand(H))  # log U(1, T_max - 1)
+        cell.bias_ih_l0[keep] = b
+        cell.bias_hh_l0[keep] = 0.0
+        if cell.kind == "lstm":
+            cell.bias_ih_l0[:H] = -b  # input gate
+            cell.bias_hh_l0[:H] = 0.0

@@ -174,30 +174,25 @@ def gradient_flow(
 
 
 def cell_path_gradient(parts: dict) -> tuple[str, Tensor] | None:
-    """The part of the state gradient that travelled only along the linear path, (B, T, H):
-    g_t = a_{t+1} * g_{t+1} + injection_t, with a = f (LSTM, state c) or z (GRU, state h) and
-    the injection the gradient arriving from the readout at step t (through h_t = o*tanh(c_t)
-    for the LSTM). None for the RNN, which has no such path."""
+    """The part of the state gradient that travelled only along the cell's linear path,
+    (B, T, S): g_t = carry_{t+1}(g_{t+1}) + injection_t (Cell.linear_path: the LSTM's f on c,
+    the GRU's z on h, the linear-recurrence cells' whole state path), with the injection the
+    gradient arriving from the readout at step t. None for the RNN, which has no such path."""
     model, traj, dy = parts["model"], parts["traj"], parts["dy"]
-    kind = model.cell.kind
-    if kind == "rnn":
-        return None
     direct_h = dy @ model.readout.weight  # dl/dh_t through the readout only, (B, T, H)
-    if kind == "lstm":
-        c = torch.stack(traj.states["c"], dim=1)
-        o = torch.stack(traj.gates["o"], dim=1)
-        inject, carry, state = direct_h * o * (1 - torch.tanh(c) ** 2), traj.gates["f"], "c"
-    else:
-        inject, carry, state = direct_h, traj.gates["z"], "h"
+    path = model.cell.linear_path(traj, direct_h)
+    if path is None:
+        return None
+    state, inject, carry = path
     valid = parts["batch"].valid
     T = inject.shape[1]
     g = [None] * T
     g[T - 1] = inject[:, T - 1]
     for t in range(T - 2, -1, -1):
-        a = carry[t + 1]
+        back = carry(g[t + 1], t + 1)
         if valid is not None:  # a padded step holds the state: its carry is the identity
-            a = torch.where(valid[:, t + 1, None], a, torch.ones_like(a))
-        g[t] = a * g[t + 1] + inject[:, t]
+            back = torch.where(valid[:, t + 1, None], back, g[t + 1])
+        g[t] = back + inject[:, t]
     return state, torch.stack(g, dim=1)
 
 
@@ -291,6 +286,6 @@ def run_probes(
             for stat, value in by_stat.items()
         ]
     )
-    median_h = batch_summary(norms["h"], valid)["median"][::-1]  # by lag, lag 0 first
-    scalars = {"effective_horizon": effective_horizon(median_h, settings.horizon_fraction)}
+    memory = batch_summary(norms[cell.memory], valid)["median"][::-1]  # by lag, lag 0 first
+    scalars = {"effective_horizon": effective_horizon(memory, settings.horizon_fraction)}
     return ProbeResult(pd.concat(rows, ignore_index=True), evidence, weights, scalars)

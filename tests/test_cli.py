@@ -106,7 +106,10 @@ def test_divergence_is_recorded_and_exits_zero(tmp_path):
 @pytest.mark.parametrize(
     "args,line",
     [
-        (["model=transformer"], "error: model=transformer is unknown: allowed gru, irnn, lstm"),
+        (
+            ["model=transformer"],
+            "error: model=transformer is unknown: allowed gru, gru_chrono, irnn",
+        ),
         (["task=parity"], "error: task=parity is unknown: allowed adding"),
         (["task.length=1"], "error: task.length=1 is invalid: must be an integer >= 2"),
         (["train.steps=-5"], "error: train.steps=-5 is invalid: must be an integer >= 0"),

@@ -53,8 +53,8 @@ def test_help_explains_the_command():
     out = subprocess.run(
         [sys.executable, "-m", "study.run", "--help"], capture_output=True, text=True, timeout=60
     ).stdout
-    assert out.startswith("study: matched RNN / LSTM / GRU")
-    assert "model: gru, irnn, lstm" in out and "task: adding, copy_memory" in out
+    assert out.startswith("study: matched recurrent cells (RNN, LSTM, GRU, minGRU")
+    assert "model: gru, gru_chrono, irnn, lru, lstm" in out and "task: adding, copy_memory" in out
 
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

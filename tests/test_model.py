@@ -5,12 +5,24 @@ import torch
 
 from study.model import build_model, count_params, matched_hidden_size
 
+# the total parameter count of each cell at input I, hidden H, output O, written from its equations
+CLOSED_FORM = {
+    "rnn": lambda I, H, O: 1 * (H * I + H * H + 2 * H) + H * O + O,
+    "lstm": lambda I, H, O: 4 * (H * I + H * H + 2 * H) + H * O + O,
+    "gru": lambda I, H, O: 3 * (H * I + H * H + 2 * H) + H * O + O,
+    "mingru": lambda I, H, O: 2 * (H * I + H) + H * O + O,  # z and h~ from x only
+    "minlstm": lambda I, H, O: 3 * (H * I + H) + H * O + O,  # f, i, h~ from x only
+    # [Re B; Im B; D] with biases, nu, theta, gamma, Re C and Im C (N = H)
+    "lru": lambda I, H, O: 3 * (H * I + H) + 3 * H + 2 * H * H + H * O + O,
+}
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+
+@pytest.mark.parametrize("cell", CLOSED_FORM)
 @pytest.mark.parametrize("H", [1, 7, 64])
-def test_count_params_closed_form_matches_the_module(cell, H):
+def test_count_params_matches_the_closed_form_and_the_module(cell, H):
     model = build_model(cell, input_size=3, output_size=2, hidden_size=H)
-    assert count_params(cell, 3, H, 2) == sum(p.numel() for p in model.parameters())
+    assert count_params(cell, 3, H, 2) == CLOSED_FORM[cell](3, H, 2)
+    assert sum(p.numel() for p in model.parameters()) == CLOSED_FORM[cell](3, H, 2)
 
 
 def test_count_params_without_forget_gate_leaves_out_the_unused_block():
@@ -22,9 +34,9 @@ def test_count_params_without_forget_gate_leaves_out_the_unused_block():
 
 @pytest.mark.parametrize("target", [500, 10_000, 66_000])
 def test_match_params_picks_the_closest_hidden_size(target):
-    for cell in ("rnn", "lstm", "gru"):
+    for cell in CLOSED_FORM:
         H = matched_hidden_size(cell, 2, 1, target)
-        brute = min(range(1, 600), key=lambda h: (abs(count_params(cell, 2, h, 1) - target), h))
+        brute = min(range(1, 20_000), key=lambda h: (abs(CLOSED_FORM[cell](2, h, 1) - target), h))
         assert H == brute
         model = build_model(cell, 2, 1, match_params=target)
         assert model.cell.hidden_size == H
