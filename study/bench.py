@@ -25,7 +25,7 @@ import torch
 
 from study import allocator
 from study.ensemble import Ensemble, Single
-from study.model import build_model
+from study.model import build_model, count_params, matched_hidden_size
 from study.probes import ProbeSettings, run_probes
 from study.tasks.adding import Adding
 from study.train import TrainSettings, train, train_step
@@ -33,7 +33,7 @@ from study.train import TrainSettings, train, train_step
 CELLS = ("rnn", "lstm", "gru")
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 CLIP = TrainSettings().clip_norm  # the training default: every timed step clips as training does
-TABLES = ("targets", "speed", "ensemble", "probes", "memory", "workers")
+TABLES = ("targets", "speed", "ensemble", "probes", "memory", "workers", "scan")
 PATHS = ("native", "explicit", "fast")
 
 
@@ -199,6 +199,31 @@ def speed_table(Hs, Bs, Ts, repeats, device="cpu") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def scan_table(T: int, B: int, H_rnn: int, repeats: int) -> pd.DataFrame:
+    """The linear-recurrence cells at a long T: their parallel scan (impl=fast) against their
+    step loop (impl=explicit), beside the fast tanh RNN, every model at the RNN's parameter
+    count at H_rnn (match_params)."""
+    target = count_params("rnn", 2, H_rnn, 1)
+    rnn = step_ms("rnn", H_rnn, B, T, "fast", repeats)
+    rows = [{"cell": "rnn", "H": H_rnn, "n_params": target, "path": "fast", "ms_per_step": rnn}]
+    print(f"  rnn     H={H_rnn:<3d} fast {rnn:8.1f} ms", flush=True)
+    for cell in ("mingru", "minlstm", "lru"):
+        H = matched_hidden_size(cell, 2, 1, target)
+        n = count_params(cell, 2, H, 1)
+        ms = {path: step_ms(cell, H, B, T, impl, repeats) for path, impl in PARALLEL.items()}
+        for path, value in ms.items():
+            rows.append({"cell": cell, "H": H, "n_params": n, "path": path, "ms_per_step": value})
+        print(
+            f"  {cell:7s} H={H:<3d} scan {ms['scan']:8.1f} ms  loop {ms['loop']:8.1f} ms",
+            flush=True,
+        )
+    df = pd.DataFrame(rows).assign(B=B, T=T)
+    return df.assign(ratio_to_rnn=df.ms_per_step / rnn)
+
+
+PARALLEL = {"scan": "fast", "loop": "explicit"}  # path name -> model.impl
+
+
 def run_s(cell, H, B, T, steps, log_every, probes: ProbeSettings) -> float:
     """Wall time of a whole training run (study.train.train), evaluation on 1000 sequences."""
     torch.manual_seed(0)
@@ -356,6 +381,11 @@ def main(argv=None) -> None:
     if args.device == "cpu" and "workers" in only:
         print("parallel workers:", flush=True)
         tables["workers"] = workers_table("gru", 128, 64, 200, w)
+
+    if args.device == "cpu" and "scan" in only:
+        T_scan = 200 if args.quick else 1000
+        print(f"parallel scan vs loop at T={T_scan}, matched parameters:", flush=True)
+        tables["scan"] = scan_table(T_scan, 32, 64, 3 if args.quick else repeats)
 
     meta = f"torch {torch.__version__}, device {args.device}"
     if args.device == "cuda":

@@ -43,3 +43,15 @@ def test_the_benchmark_times_the_training_loops_own_step(monkeypatch):
     settings = TrainSettings(steps=3, batch_size=2, log_every=3, eval_size=4)
     train(model, Adding(5), bench.ADAM, settings, seed=0)
     assert len(calls) == 3 + 1  # steps 0..3: the last computes its gradient, records, stops
+
+
+def test_quick_scan_table_compares_scan_loop_and_rnn_at_matched_parameters(tmp_path):
+    cmd = [sys.executable, "-m", "study.bench", "--quick", "--only", "scan", "--out", tmp_path]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(tmp_path / "scan.csv")
+    assert sorted(set(table.cell)) == ["lru", "mingru", "minlstm", "rnn"]
+    assert set(table.path) == {"fast", "scan", "loop"}
+    rnn = int(table[table.cell == "rnn"].n_params.iloc[0])
+    assert ((table.n_params - rnn).abs() / rnn < 0.02).all()  # matched to within 2 %
+    assert (table["T"] == 200).all() and (table.ms_per_step > 0).all()
