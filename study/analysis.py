@@ -1,8 +1,8 @@
 """Numbers derived from the tidy tables: how fast the gradient decays with lag.
 
 `study-analysis RESULTS` prints, per experiment at or below RESULTS, for every run at training
-step 0, the ratio ||dL/dh_0|| / ||dL/dh_{T-1}|| of batch medians and the mean decay per step
-that it implies;
+step 0, the ratio ||dL/ds_0|| / ||dL/ds_{T-1}|| of batch medians (s: the run's memory state, h
+or the LRU's s) and the mean decay per step that it implies;
 `--success` prints instead, per cell and sequence length, how many seeds solved the task.
 """
 
@@ -18,11 +18,14 @@ import pandas as pd
 from study.results import experiments, load_runs, load_table
 
 
-def decay_ratio(flow: pd.DataFrame, step: int = 0, state: str = "h", stat: str = "median"):
+def decay_ratio(flow: pd.DataFrame, step: int = 0, state: str | None = None, stat="median"):
     """Per run: value at the first position over value at the last, and the per-step factor
-    ratio ** (1 / (T-1)) (a geometric-mean decay rate; < 1 means vanishing). The one place the
+    ratio ** (1 / (T-1)) (a geometric-mean decay rate; < 1 means vanishing), of the gradient
+    with respect to `state`; None: each run's memory state (h; s for the LRU). The one place the
     decay factor is computed: the CLI, the figures and the README's numbers use it."""
-    f = flow[(flow.step == step) & (flow.state == state) & (flow.stat == stat)]
+    memory = flow["memory"] if "memory" in flow else "h"
+    f = flow[(flow.step == step) & (flow.state == (memory if state is None else state))]
+    f = f[f.stat == stat]
     f = f[f.quantity == "grad_norm"]
     rows = []
     for (path, ident), g in f.groupby(["path", "run_id"], sort=False):
@@ -34,8 +37,8 @@ def decay_ratio(flow: pd.DataFrame, step: int = 0, state: str = "h", stat: str =
                 "path": path,
                 "run_id": ident,
                 "T": T,
-                f"|dL/d{state}_0|": first,
-                f"|dL/d{state}_T-1|": last,
+                "|dL/ds_0|": first,
+                "|dL/ds_T-1|": last,
                 "ratio": ratio,
                 "per_step": ratio ** (1 / (T - 1)) if ratio > 0 else np.nan,
             }

@@ -27,7 +27,7 @@ def log_spaced_lags(T: int, n: int) -> list[int]:
 
 
 def rollout(cell: Cell, gx: Tensor, state: Tensor, valid: Tensor | None) -> Tensor:
-    """Run the recurrence from a flat state (E, S) over the inputs gx (E, k, G); return the
+    """Run the recurrence from a flat state (N, S) over the inputs gx (N, k, G); return the
     final flat state. Left padding (valid False) holds the state, as in SequenceModel."""
     parts = tuple(state.split(cell.state_sizes, dim=1))
     for t, gx_t in enumerate(gx.unbind(dim=1)):
@@ -45,17 +45,17 @@ def jacobian_norms(
     power_iters: int = 20,
     seed: int = 0,
 ) -> dict[str, Tensor]:
-    """{"spectral": (E, len(lags)), "frobenius": (E, len(lags))} for the E examples given.
+    """{"spectral": (N, len(lags)), "frobenius": (N, len(lags))} for the N examples given.
 
-    gx: (E, T, G) the cell's input projections; states: the trajectory's states, T each (E, H).
+    gx: (N, T, G) the cell's input projections; states: the trajectory's states, T each (N, H).
     """
     T = gx.shape[1]
     flat = torch.cat([torch.stack(states[name], dim=1) for name in cell.state_names], dim=2)
-    flat = flat.detach()  # (E, T, S)
-    E, _, S = flat.shape
+    flat = flat.detach()  # (N, T, S)
+    N, _, S = flat.shape
     g = torch.Generator().manual_seed(seed)
-    spectral = torch.zeros(E, len(lags), dtype=flat.dtype, device=flat.device)
-    frobenius = torch.zeros(E, len(lags), dtype=flat.dtype, device=flat.device)
+    spectral = torch.zeros(N, len(lags), dtype=flat.dtype, device=flat.device)
+    frobenius = torch.zeros(N, len(lags), dtype=flat.dtype, device=flat.device)
     gx = gx.detach()
     for j, k in enumerate(lags):
         start = T - 1 - k  # J_k maps s_start to s_{T-1}: the inputs of steps start+1 .. T-1
@@ -67,12 +67,12 @@ def jacobian_norms(
         s0 = flat[:, start]
         _, pullback = vjp(f, s0)
         # Frobenius: row i of J (for every example at once) is the pullback of the basis vector e_i
-        basis = torch.eye(S, dtype=flat.dtype, device=flat.device).unsqueeze(1).expand(S, E, S)
-        rows = vmap(pullback)(basis)[0]  # (S, E, S)
+        basis = torch.eye(S, dtype=flat.dtype, device=flat.device).unsqueeze(1).expand(S, N, S)
+        rows = vmap(pullback)(basis)[0]  # (S, N, S)
         frobenius[:, j] = rows.pow(2).sum(dim=(0, 2)).sqrt()
         # Spectral: power iteration v <- J^T J v / ||J^T J v||, per example (J is block-diagonal
         # across the batch, so normalising each example's block keeps them independent)
-        v = torch.randn(E, S, generator=g, dtype=flat.dtype).to(flat.device)
+        v = torch.randn(N, S, generator=g, dtype=flat.dtype).to(flat.device)
         v = v / v.norm(dim=1, keepdim=True)
         for _ in range(power_iters):
             _, Jv = jvp(f, (s0,), (v,))

@@ -235,6 +235,7 @@ def _train(cfg, experiment, overrides, jobs: dict, outs: dict) -> list[str]:
                 "seed": seed,
                 "steps": job.settings.steps,
                 "cell": job.model.cell.kind,
+                "memory": job.model.cell.memory,  # the state that carries memory across steps
                 "hidden_size": job.model.cell.hidden_size,
                 "n_params": job.model.n_params(),
                 "task": type(job.task).__name__,

@@ -18,7 +18,26 @@ from matplotlib.colors import TwoSlopeNorm
 
 from study.analysis import decay_ratio
 
-CELL_ORDER = ["rnn", "lstm", "gru"]
+CELL_ORDER = ["rnn", "lstm", "gru", "mingru", "minlstm", "lru"]
+LINEAR = {"mingru", "minlstm", "lru"}  # the linear-recurrence cells (study/linear_cells.py)
+NAMES = {"mingru": "minGRU", "minlstm": "minLSTM", "lru": "LRU"}
+PALETTE = dict(zip(CELL_ORDER, sns.color_palette("tab10", len(CELL_ORDER))))  # one colour per cell
+
+
+def cells(values) -> list[str]:
+    """The cells among `values`, in the study's order; cells added from outside last, sorted."""
+    present = set(values)
+    return [c for c in CELL_ORDER if c in present] + sorted(present - set(CELL_ORDER))
+
+
+def color(cell: str):
+    return PALETTE.get(cell, "0.35")  # a cell from outside the repository: grey
+
+
+def name(cell: str) -> str:
+    return NAMES.get(cell, cell.upper())
+
+
 GRAD = "median ‖∂ℓ/∂h_t‖ per example"
 
 
@@ -28,13 +47,18 @@ def model_label(run: pd.Series) -> str:
     if cell == "lstm":
         if run.get("cfg.model.forget_gate") is False:
             return "LSTM, no forget gate (1997)"
-        bias = run.get("cfg.model.forget_bias")
+        bias, chrono = run.get("cfg.model.forget_bias"), run.get("cfg.model.chrono")
+        if chrono is not None and not pd.isna(chrono):
+            return f"LSTM, chrono T_max={chrono:g}"
         return "LSTM" if bias is None or pd.isna(bias) else f"LSTM, forget bias {bias:g}"
     if cell == "rnn":
         init, gain = run.get("cfg.model.recurrent_init"), run.get("cfg.model.recurrent_gain")
         name = "RNN" if run.get("cfg.model.nonlinearity", "tanh") == "tanh" else "ReLU RNN"
         return name if init == "default" else f"{name}, {init} ×{gain:g}"
-    return cell.upper()
+    chrono = run.get("cfg.model.chrono")
+    if cell == "gru" and chrono is not None and not pd.isna(chrono):
+        return f"GRU, chrono T_max={chrono:g}"
+    return NAMES.get(cell, cell.upper())
 
 
 def _span(values: list) -> str:
@@ -73,39 +97,53 @@ def _grad(flow: pd.DataFrame, quantity="grad_norm", state="h", stat="median") ->
 
 
 def init_flow(flow: pd.DataFrame, runs: pd.DataFrame, weights: pd.DataFrame | None = None):
-    """Median per-example ‖∂ℓ/∂h_t‖ (and ‖∂ℓ/∂c_t‖ for LSTMs) against lag at initialisation, log
-    scale, mean over seeds; for tanh RNNs the bound ‖∂ℓ/∂h_{T-1}‖ σ_max(W_hh)^k (Pascanu et al.)."""
+    """Median per-example ‖∂ℓ/∂state_t‖ against lag at initialisation, log scale, mean over
+    seeds: h for every cell, also c for LSTMs and s for the LRU. With a bound per panel: for
+    tanh RNNs ‖∂ℓ/∂h_{T-1}‖ σ_max(W_hh)^k (Pascanu et al. 2013); for the LRU ‖∂ℓ/∂s_{T-1}‖
+    max|λ|^k (its state path is Λ^k, Λ diagonal). The linear-recurrence cells get their own
+    panel when present."""
     f = _with_labels(flow[(flow.step == 0) & (flow.stat == "median")], runs)
-    f = f[f.quantity == "grad_norm"]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    mean = f.groupby(["model", "state", "lag"], as_index=False)["value"].mean()
+    f = f[f.quantity == "grad_norm"].merge(runs[["path", "cell"]].rename(columns={"cell": "c"}))
+    mean = f.groupby(["model", "c", "state", "lag"], as_index=False)["value"].mean()
     order = sorted(mean.model.unique())
-    palette = dict(zip(order, sns.color_palette("tab10", len(order))))
-    for (model, state), g in mean.groupby(["model", "state"]):
-        ls = "-" if state == "h" else ":"
-        name = f"{model}  ‖∂ℓ/∂{state}_t‖"
-        ax.plot(g.lag, g.value, ls, color=palette[model], label=name, lw=1.6)
-    if weights is not None and len(weights):
-        w = weights[(weights.step == 0) & (weights.block == "h") & (weights.stat == "sigma_max")]
-        rnn = _grad(f)[lambda d: d.model == "RNN"]
-        if len(w) and len(rnn):
-            sigma = w.merge(runs[["path"]], on="path").value.mean()
-            last = rnn[rnn.lag == 0].value.mean()
-            lags = np.arange(rnn.lag.max() + 1)
-            bound = last * sigma**lags
+    palette = dict(
+        zip(order, sns.color_palette("tab10" if len(order) <= 10 else "tab20", len(order)))
+    )
+    panels = [("classic", mean[~mean.c.isin(LINEAR)]), ("linear", mean[mean.c.isin(LINEAR)])]
+    panels = [(name, d) for name, d in panels if len(d)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 4.8), squeeze=False)
+    bounds = {
+        "RNN": ("h", "h", "sigma_max", "σ_max"),
+        "LRU": ("lambda", "s", "spectral_radius", "max|λ|"),
+    }
+    for ax, (panel, d) in zip(axes[0], panels):
+        for (model, state), g in d.groupby(["model", "state"]):
+            if (g.value[g.lag > 0] == 0).all():
+                continue  # a state no later step reads (the LRU's output h): nothing flows back
+            ls = {"h": "-", "c": ":", "s": "-."}.get(state, "--")
             ax.plot(
-                lags,
-                bound,
-                "--",
-                color=palette["RNN"],
-                lw=1,
-                label=f"RNN bound ‖∂ℓ/∂h_T-1‖·σ_max^k (σ_max={sigma:.2f})",
+                g.lag, g.value, ls, color=palette[model], label=f"{model}  ‖∂ℓ/∂{state}_t‖", lw=1.6
             )
-    ax.set_yscale("log")
-    ax.set_xlabel("lag k = T-1-t (steps)")
-    ax.set_ylabel("median gradient norm per example (log scale)")
-    ax.set_title("Gradient flow at initialisation\n" + describe(runs), fontsize=10)
-    ax.legend(fontsize=7, loc="lower left", ncol=1)
+        for model, (block, state, stat, symbol) in bounds.items():
+            line = d[(d.model == model) & (d.state == state)]
+            if weights is None or not len(weights) or not len(line):
+                continue
+            w = weights[(weights.step == 0) & (weights.block == block) & (weights.stat == stat)]
+            w = w.merge(runs[["path"]], on="path")
+            if not len(w):
+                continue
+            rate, last = w.value.mean(), line[line.lag == 0].value.mean()
+            lags = np.arange(line.lag.max() + 1)
+            label = f"{model} bound ‖∂ℓ/∂{state}_T-1‖·{symbol}^k ({symbol}={rate:.3f})"
+            ax.plot(lags, last * rate**lags, "--", color=palette[model], lw=1, label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("lag k = T-1-t (steps)")
+        ax.set_ylabel("median gradient norm per example (log scale)")
+        ax.set_title(
+            "classic cells" if panel == "classic" else "linear-recurrence cells", fontsize=10
+        )
+        ax.legend(fontsize=7, loc="lower left", ncol=1)
+    fig.suptitle("Gradient flow at initialisation: " + describe(runs), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -183,12 +221,11 @@ def success_vs_lag(runs: pd.DataFrame, title: str = "Learning across lags", lear
             )
     d = pd.DataFrame(rows)
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    palette = dict(zip(CELL_ORDER, sns.color_palette("tab10", 3)))
-    for i, cell in enumerate(c for c in CELL_ORDER if c in set(d.cell)):
+    for i, cell in enumerate(cells(d.cell)):
         for criterion, ls, marker in (("solved", "-", "o"), ("learned", "--", "s")):
             g = d[(d.cell == cell) & (d.criterion == criterion)].sort_values("T")
             x = g["T"] * (1 + 0.03 * (i - 1) + (0.01 if criterion == "learned" else 0))
-            label = f"{cell.upper()}: {criterion}"
+            label = f"{name(cell)}: {criterion}"
             ax.errorbar(
                 x,
                 g.rate,
@@ -196,7 +233,7 @@ def success_vs_lag(runs: pd.DataFrame, title: str = "Learning across lags", lear
                 ls=ls,
                 marker=marker,
                 capsize=3,
-                color=palette[cell],
+                color=color(cell),
                 label=label,
             )
     ax.set_xscale("log")
@@ -220,21 +257,16 @@ def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, title: str = "Lea
     )
     Ts = sorted(m["cfg.task.length"].unique())
     fig, axes = plt.subplots(1, len(Ts), figsize=(3.2 * len(Ts), 3.4), sharey=True, squeeze=False)
-    palette = dict(zip(CELL_ORDER, sns.color_palette("tab10", 3)))
     for ax, T in zip(axes[0], Ts):
         g = m[m["cfg.task.length"] == T]
         for (cell, _path), r in g.groupby(["cell", "path"]):
-            ax.plot(r.step, r.value, color=palette[cell], lw=1, alpha=0.8)
+            ax.plot(r.step, r.value, color=color(cell), lw=1, alpha=0.8)
         ax.axhline(g.baseline.iloc[0], ls="--", color="k", lw=1)
         ax.set_yscale("log")
         ax.set_title(f"T = {T}")
         ax.set_xlabel("training step")
     axes[0][0].set_ylabel("evaluation loss (log scale)")
-    handles = [
-        plt.Line2D([], [], color=palette[c], label=c.upper())
-        for c in CELL_ORDER
-        if c in set(m.cell)
-    ]
+    handles = [plt.Line2D([], [], color=color(c), label=name(c)) for c in cells(m.cell)]
     handles.append(plt.Line2D([], [], ls="--", color="k", label="memoryless baseline"))
     axes[0][-1].legend(handles=handles, fontsize=8)
     fig.suptitle(f"{title}: {describe(runs)}", fontsize=10)
@@ -245,9 +277,9 @@ def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, title: str = "Lea
 def flow_heatmaps(flow: pd.DataFrame, runs: pd.DataFrame):
     """log10 median ‖∂ℓ/∂h_t‖ over (training step x position), one panel per cell (first seed)."""
     f = _grad(flow)
-    cells = [c for c in CELL_ORDER if c in set(runs.cell)]
-    fig, axes = plt.subplots(1, len(cells), figsize=(4.2 * len(cells), 3.8), squeeze=False)
-    for ax, cell in zip(axes[0], cells):
+    present = cells(runs.cell)
+    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.8), squeeze=False)
+    for ax, cell in zip(axes[0], present):
         path = runs[runs.cell == cell].sort_values("seed").path.iloc[0]
         grid = f[f.path == path].pivot_table(index="step", columns="position", values="value")
         grid = np.log10(grid.clip(lower=1e-300))
@@ -267,7 +299,7 @@ def flow_heatmaps(flow: pd.DataFrame, runs: pd.DataFrame):
         )
         ax.set_xlabel("position t (steps)")
         ax.set_ylabel("training step")
-        ax.set_title(cell.upper())
+        ax.set_title(name(cell))
     fig.suptitle("Where the gradient reaches during training: " + describe(runs), fontsize=10)
     fig.tight_layout()
     return fig
@@ -325,11 +357,10 @@ def training_dynamics(flow: pd.DataFrame, metrics: pd.DataFrame, runs: pd.DataFr
     b.set_ylabel("gain of the cell path: ∏ f over t = 1..T-1 (log)")
     b.set_title("(b) LSTM cell-path gain over the sequence", fontsize=10)
     h = metrics[(metrics.name == "effective_horizon") & metrics.path.isin(runs.path)]
-    order = [x for x in CELL_ORDER if x in set(h.cell)]
-    palette = dict(zip(CELL_ORDER, sns.color_palette("tab10", 3)))
+    order = cells(h.cell)
     for (cell, seed), g in h.groupby(["cell", "seed"]):
         style = ["-", "--", ":", "-."][int(seed) % 4]
-        c.plot(g.step, g.value, style, color=palette.get(cell), label=f"{cell.upper()} seed {seed}")
+        c.plot(g.step, g.value, style, color=color(cell), label=f"{name(cell)} seed {seed}")
     c.set_ylabel("effective horizon (steps of lag)")
     c.set_title("(c) effective horizon: lags with ≥ 1e-3 of the last", fontsize=10)
     for ax in (a, b, c):
@@ -358,13 +389,13 @@ def matched_comparison(runs: pd.DataFrame, flow: pd.DataFrame):
     decay = decay_ratio(flow).set_index("path")
     r["per_step"] = decay.per_step.reindex(r.path).values
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    order = [c for c in CELL_ORDER if c in set(r.cell)]
+    order = cells(r.cell)
     hue = ["equal H", "equal parameters"]
     sizes = r.groupby(["cell", "matching"]).agg(H=("hidden_size", "first"), n=("n_params", "first"))
     ticks = [
-        f"{c.upper()}\nH={sizes.loc[(c, 'equal H'), 'H']} (both)"
+        f"{name(c)}\nH={sizes.loc[(c, 'equal H'), 'H']} (both)"
         if c in both
-        else f"{c.upper()}\n"
+        else f"{name(c)}\n"
         + " | ".join(f"H={sizes.loc[(c, m), 'H']}" for m in hue if (c, m) in sizes.index)
         for c in order
     ]

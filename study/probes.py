@@ -244,18 +244,18 @@ def run_probes(
     input_grad = parts["dx"].norm(dim=-1)  # (B, T)
     rows.append(tidy(step, "input_grad", {"x": batch_summary(input_grad, valid)}, T))
 
-    E = min(settings.jacobian_examples, B)
+    N = min(settings.jacobian_examples, B)  # examples whose Jacobians are computed
     lags = log_spaced_lags(T, settings.jacobian_lags)
-    if jacobians and E > 0 and lags:
-        gx = cell.project_inputs(b.x[:E])
-        sub = {n: [st[:E] for st in v] for n, v in traj.states.items()}
+    if jacobians and N > 0 and lags:
+        gx = cell.project_inputs(b.x[:N])
+        sub = {n: [st[:N] for st in v] for n, v in traj.states.items()}
         jac = jacobian_norms(
-            cell, gx, sub, lags, None if valid is None else valid[:E], settings.power_iters
+            cell, gx, sub, lags, None if valid is None else valid[:N], settings.power_iters
         )
         positions = T - 1 - np.asarray(lags)
-        for kind, values in jac.items():
+        for norm, values in jac.items():  # spectral, frobenius
             summary = {"s": batch_summary(values)}
-            rows.append(tidy(step, f"jacobian_{kind}", summary, T, positions))
+            rows.append(tidy(step, f"jacobian_{norm}", summary, T, positions))
 
     # the gradient at the task's evidence positions, per example, with its lag
     ev = b.evidence

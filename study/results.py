@@ -82,7 +82,9 @@ def load_runs(root: Path, finished_only: bool = True) -> pd.DataFrame:
 
 def _fingerprint(root: Path, runs: pd.DataFrame) -> str:
     """Content key of a set of runs: their paths relative to root and their recorded checksums."""
-    h = hashlib.sha256(b"cache v2: paths relative to root")  # older caches are not read
+    h = hashlib.sha256(
+        b"cache v3: paths relative to root, memory state"
+    )  # older caches are not read
     for path in sorted(runs["path"]):
         info = rundir.read_run_json(Path(path)) or {}
         rel = _relative(root, path)
@@ -94,7 +96,8 @@ def load_table(
     root: Path, table: str, runs: pd.DataFrame | None = None, cache: bool = True
 ) -> pd.DataFrame:
     """One tidy table of every finished run, joined with the run's `run_id`, `config`, `seed`,
-    `cell` and `path`. Cached in <root>/.cache/ unless `cache=False`."""
+    `cell`, `memory` (the state that carries memory across steps: h, or s for the LRU) and
+    `path`. Cached in <root>/.cache/ unless `cache=False`."""
     if table not in TABLES:
         raise ValueError(f"table={table!r} is unknown: allowed {', '.join(TABLES)}")
     runs = load_runs(root) if runs is None else runs
@@ -106,7 +109,8 @@ def load_table(
     if cache and cached.exists():
         out = pd.read_parquet(cached)
         return out.assign(path=out["path"].map(relative))
-    keys = runs[["path", "run_id", "config", "seed", "cell"]]
+    runs = runs.assign(memory=runs.get("memory", pd.Series("h", index=runs.index)))
+    keys = runs[["path", "run_id", "config", "seed", "cell", "memory"]].fillna({"memory": "h"})
     frames = []
     for row in keys.itertuples(index=False):
         f = Path(row.path) / rundir.TABLES[table]

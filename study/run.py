@@ -115,6 +115,9 @@ def with_suggestion(message: str) -> str:
     allowed = (
         [k for k in keys if not str(k).startswith("_")] if isinstance(keys, DictConfig) else ()
     )
+    if leaf in allowed:  # a key of the default config, not of the option this job selects
+        omitted = "is not in the config this job composes (its YAML omits it)"
+        return f"{key} {omitted}: add it with ++{key}=... (sets it whether or not present)"
     return f"{key} is an unknown key{suggest(leaf, allowed, parent + '.' if parent else '')}"
 
 

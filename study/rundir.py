@@ -108,9 +108,11 @@ def job_run_dirs(
 
 
 def identity(config: dict) -> dict:
-    """The resolved config flattened to {"a.b": value}, less the keys that are not identity."""
+    """The resolved config flattened to {"a.b": value}, less the keys that are not identity and
+    those set to null: a null key means "not set", as an absent one does (so adding a key with a
+    null default to a YAML file leaves the runs computed before it valid)."""
     flat = pd.json_normalize(config, sep=".").iloc[0].to_dict() if config else {}
-    return {k: v for k, v in sorted(flat.items()) if k not in NOT_IDENTITY}
+    return {k: v for k, v in sorted(flat.items()) if k not in NOT_IDENTITY and v is not None}
 
 
 def identity_diff(old: dict, new: dict) -> list[str]:

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from study.model import build_model
-from tests.tiny_study import make_tiny_study
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,13 +17,18 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-def study_run(*args, out: Path | None = None, module="study.run", timeout=600, **kw):
-    """`python -m study.run ARGS out_dir=OUT` from the repository root; the CompletedProcess."""
+def study_run(*args, out: Path | None = None, module="study.run", timeout=600, check=False, **kw):
+    """`python -m MODULE ARGS out_dir=OUT` from the repository root (the one runner of every
+    test that starts the real command); the CompletedProcess. check: raise with its stderr if
+    it exits nonzero."""
     cmd = [sys.executable, "-m", module, *map(str, args)]
     if out is not None:
         cmd.append(f"out_dir={out}")
     kw.setdefault("cwd", ROOT)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed:\n{proc.stderr}")
+    return proc
 
 
 def small_model(cell: str, input_size=2, hidden=5, output=1, dtype=torch.float64, seed=0, **kw):
@@ -38,3 +42,24 @@ def tiny_study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     make_tiny_study(root)
     return root
+
+
+# ---- a tiny version of every experiment of the study, run through the real command ----------
+COMMON = ["train.eval_size=32", "model.hidden_size=4", "train.batch_size=8"]
+TRAINED = ["train.steps=4", "train.log_every=2"]
+EXPERIMENTS = {
+    "init_ratio": ["task.length=8", "seed=0", "model=rnn,lstm,lstm_cec,gru,mingru,lru"],
+    "init_rnn_scale": ["task.length=8", "seed=0", "model.recurrent_gain=0.5,1.5"],
+    "init_lstm_forget_bias": ["task.length=8", "seed=0", "model.forget_bias=0,3"],
+    "lags_adding": [*TRAINED, "task.length=5,10", "seed=0,1"],
+    "lags_copy": [*TRAINED, "task.length=3,6", "seed=0"],
+    "memory_path": [*TRAINED, "task.length=8"],
+    "matched": [*TRAINED, "task.length=8", "seed=0", "model.match_params=null,300"],
+}
+
+
+def make_tiny_study(out: Path) -> None:
+    for name, overrides in EXPERIMENTS.items():
+        proc = study_run("-m", f"experiment={name}", *COMMON, *overrides, out=out)
+        if proc.returncode != 0 or "/ 0 failed" not in proc.stderr.splitlines()[-1]:
+            raise RuntimeError(f"{name} failed:\n{proc.stderr}")

@@ -2,14 +2,14 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import study_run
+
 TINY = [
     "task.length=10",
     "train.steps=4",
@@ -20,11 +20,7 @@ TINY = [
 
 
 def run_cli(*args, out: Path, check=True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "study.run", *args, f"out_dir={out}"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed:\n{proc.stderr}")
-    return proc
+    return study_run(*args, out=out, timeout=300, check=check)
 
 
 def test_a_run_writes_a_complete_run_directory(tmp_path):

@@ -84,7 +84,7 @@ def test_every_experiment_composes_and_its_first_job_trains(name):
 
 def test_the_tiny_study_runs_every_experiment_that_a_figure_reads():
     from study.figures import FIGURES
-    from tests.tiny_study import EXPERIMENTS as TINY
+    from tests.conftest import EXPERIMENTS as TINY
 
     read = {e for _, experiments in FIGURES.values() for e in experiments} - {"quick"}
     assert read <= set(TINY)

@@ -1,18 +1,15 @@
-"""A task that lives outside the repository: the user's own package plus a config directory
-added with hydra.searchpath. No registry to edit."""
+"""A task and a cell that live outside the repository: the user's own package plus a config
+directory added with hydra.searchpath. No registry to edit."""
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from study.figures import KINDS
-
-ROOT = Path(__file__).resolve().parent.parent
+from study.results import load_runs, load_table
+from tests.conftest import study_run
 
 TASK = '''
 import math
@@ -55,8 +52,7 @@ def outside(tmp_path):
 
 
 def run(*args, cwd, env, module="study.run"):
-    cmd = [sys.executable, "-m", module, *map(str, args)]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return study_run(*args, cwd=cwd, env=env, module=module, timeout=300)
 
 
 def test_an_outside_task_runs_through_hydra_searchpath(tmp_path, outside):
@@ -93,3 +89,60 @@ def test_an_outside_task_gets_every_figure_its_runs_support(tmp_path, outside):
     drawn = sorted(p.stem for p in (tmp_path / "figs" / "default").glob("*.png"))
     assert drawn == sorted(set(KINDS) - {"init_setting", "matched"})
     assert "skip   default/matched: needs runs at equal H and at equal parameters" in proc.stderr
+
+
+CELL = '''
+import torch
+from study.cells import Cell, hold
+
+
+class LeakyCell(Cell):
+    """Leaky tanh RNN: h_t = (1 - a) h_{t-1} + a tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)."""
+
+    n_gates, kind, block_names = 1, "leaky", "h"
+
+    def __init__(self, input_size, hidden_size, leak=0.5):
+        self.leak = leak
+        super().__init__(input_size, hidden_size)
+
+    def step(self, gx, state, keep=None):
+        (h,) = state
+        a = torch.addmm(gx + self.bias_hh_l0, h, self.weight_hh_l0.t())
+        h_new = (1 - self.leak) * h + self.leak * torch.tanh(a)
+        return (hold(h_new, h, keep),), {}
+'''
+
+
+def test_an_outside_cell_is_one_class_and_one_yaml(tmp_path):
+    (tmp_path / "mycells").mkdir()
+    (tmp_path / "mycells" / "__init__.py").write_text("")
+    (tmp_path / "mycells" / "leaky.py").write_text(textwrap.dedent(CELL))
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "leaky.yaml").write_text(
+        "_target_: study.model.build_model\ncell: mycells.leaky.LeakyCell\nhidden_size: 8\n"
+        "options:\n  leak: 0.3\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "MPLBACKEND": "Agg"}
+    searchpath = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    args = [searchpath, "model=leaky,gru", "++model.match_params=400", "task.length=6,12"]
+    args += ["train.steps=4", "train.log_every=2", "train.eval_size=16"]
+    proc = run("-m", *args, f"out_dir={tmp_path / 'results'}", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    runs = load_runs(tmp_path / "results")
+    leaky = runs[runs.cell == "leaky"]
+    assert len(leaky) == 2 and set(leaky.status) == {"completed"}
+    # matched: H from the count of the cell's own parameters (1 block: 2H + H^2 + 2H, readout H + 1)
+    H = int(leaky.hidden_size.iloc[0])
+    assert abs((3 * H + H * H + 2 * H + H + 1) - 400) <= 2 * H + 4
+    flow = load_table(tmp_path / "results", "grad_flow", runs)
+    assert (flow[flow.cell == "leaky"].quantity == "grad_norm").any()
+    proc = run(
+        tmp_path / "results",
+        "--out",
+        tmp_path / "figs",
+        cwd=tmp_path,
+        env=env,
+        module="study.figures",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "figs" / "default" / "success_vs_lag.png").exists()

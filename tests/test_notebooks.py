@@ -10,8 +10,8 @@ import pytest
 from nbclient import NotebookClient
 
 from study.figures import FIGURES
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
 
 

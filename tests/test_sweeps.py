@@ -15,8 +15,8 @@ from study.model import build_model
 from study.results import load_runs, load_table, status_table
 from study.tasks.adding import Adding
 from study.train import TrainSettings, train
+from tests.conftest import ROOT, study_run
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = ["task.length=6", "train.steps=4", "train.log_every=2", "train.eval_size=32"]
 TINY += ["model.hidden_size=4"]
 
@@ -35,11 +35,6 @@ class Boom(Adding):
             raise RuntimeError("boom at length 13")
         return super().sample(batch_size, generator)
 '''
-
-
-def study_run(*args, out: Path, env=None, cwd=ROOT, **kw) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "study.run", *args, f"out_dir={out}"]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, **kw)
 
 
 def test_joblib_launcher_runs_a_sweep_in_parallel(tmp_path):

@@ -21,7 +21,7 @@ class Batch:
 
     x: Tensor  # (B, T, input_size) float inputs
     y: Tensor  # targets at the loss positions: (B, K, output_size) float, or (B, K) long classes
-    evidence: Tensor  # (B, E) long: positions of the inputs that determine the target, ascending
+    evidence: Tensor  # (B, P) long: the P positions of the inputs that set the target, ascending
     valid: Tensor | None = None  # (B, T) bool, False on left padding; None: every step is real
     loss_mask: Tensor | None = None  # (B, K) bool: which loss positions count; None: all
 
@@ -102,7 +102,7 @@ class Task:
         if batch.valid is not None and tuple(batch.valid.shape) != (B, T):
             problems.append(f"valid is {tuple(batch.valid.shape)}, want {(B, T)}")
         if batch.evidence.dim() != 2 or batch.evidence.shape[0] != B:
-            problems.append(f"evidence is {tuple(batch.evidence.shape)}, want (B, E)")
+            problems.append(f"evidence is {tuple(batch.evidence.shape)}, want (B, P)")
         if problems:
             problems = "; ".join(problems)
             raise ValueError(f"task {name} does not match its declared sizes: {problems}")
