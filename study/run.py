@@ -175,6 +175,10 @@ def cli() -> None:
     precheck(sys.argv[1:])
     try:
         main()
+    except ValueError as e:  # Hydra's own refusal of the flags, e.g. -m together with --cfg
+        if not str(e).startswith("Only one of --run, --multirun"):
+            raise
+        sys.exit(f"error: {e} (print one job's config: study-run --cfg job KEY=VALUE ...)")
     except KeyboardInterrupt:
         last = getattr(SweepSummary, "last", None)
         if last is not None:

@@ -128,6 +128,13 @@ def test_bad_input_stops_with_one_line_before_writing(tmp_path, args, line):
     assert not (tmp_path / "out").exists()
 
 
+def test_multirun_with_cfg_is_a_one_line_error(tmp_path):
+    proc = study_run("-m", "--cfg", "job", "model=rnn,gru", out=tmp_path / "out")
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("error: Only one of --run, --multirun, --cfg")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
     proc = run_cli("device=cuda", out=tmp_path / "out", check=False)
