@@ -3,8 +3,9 @@
     native   torch.nn.RNN/LSTM/GRU run on the cell's own parameters (cuDNN on CUDA, oneDNN's fused
              LSTM kernel on CPU)
     fast     CUDA: native for every cell. CPU: native for the LSTM (its fused kernel beat every
-             hand-written loop measured here); for the RNN and GRU, which torch.nn does not fuse on
-             CPU, a whole-sequence autograd.Function with a hand-written backward through time
+             hand-written loop measured, docs/speed.md); for the RNN and GRU, which torch.nn does
+             not fuse on CPU, a whole-sequence autograd.Function with a hand-written backward
+             through time; the parallel scan over time for the linear-recurrence cells
 
 The whole-sequence Functions (RNNSequence, GRUSequence, LSTMSequence) take the input and the
 cell's four parameters and return h_t for every step. Every tensor may carry a leading *member*
