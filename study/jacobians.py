@@ -85,16 +85,24 @@ def jacobian_norms(
 
 @torch.no_grad()
 def recurrent_spectra(cell: Cell) -> dict[str, dict[str, float]]:
-    """{gate block: {"sigma_max": largest singular value, "spectral_radius": max |eigenvalue|}}
-    of W_hh, per gate block for the gated cells (torch's order: RNN h; LSTM i f g o; GRU r z n).
-    A cell without W_hh reports its own (the LRU: its diagonal lambda; minGRU/minLSTM: none)."""
+    """{gate block: {stat: value}} of W_hh, per gate block for the gated cells (torch's order:
+    RNN h; LSTM i f g o; GRU r z n): sigma_max (largest singular value), spectral_radius (max
+    |eigenvalue|) and two measures of non-normality, zero exactly for a normal matrix:
+    commutator ||W W^T - W^T W||_F and henrici, Henrici's departure from normality
+    sqrt(||W||_F^2 - sum |lambda_i|^2). Non-normal W can amplify a signal transiently although
+    its eigenvalues say it decays. A cell without W_hh reports its own (the LRU: its diagonal
+    lambda, normal by construction; minGRU/minLSTM: none)."""
     if not cell.recurrent_weights:
         return cell.recurrent_spectra() if hasattr(cell, "recurrent_spectra") else {}
     names = cell.block_names
     out = {}
     for name, W in zip(names, cell.weight_hh_l0.double().split(cell.hidden_size, dim=0)):
+        eigenvalues = torch.linalg.eigvals(W)
+        departure = torch.linalg.matrix_norm(W) ** 2 - (eigenvalues.abs() ** 2).sum()
         out[name] = {
             "sigma_max": float(torch.linalg.matrix_norm(W, ord=2)),
-            "spectral_radius": float(torch.linalg.eigvals(W).abs().max()),
+            "spectral_radius": float(eigenvalues.abs().max()),
+            "commutator": float(torch.linalg.matrix_norm(W @ W.T - W.T @ W)),
+            "henrici": float(departure.clamp_min(0).sqrt()),  # rounding can dip below 0
         }
     return out

@@ -224,4 +224,5 @@ class LRUCell(Cell):
         """Lambda is diagonal (normal): its largest singular value is its spectral radius."""
         lam_re, lam_im, _ = self.eigenvalues()
         radius = float(torch.sqrt(lam_re**2 + lam_im**2).max())
-        return {"lambda": {"sigma_max": radius, "spectral_radius": radius}}
+        normal = {"commutator": 0.0, "henrici": 0.0}  # diagonal: normal by construction
+        return {"lambda": {"sigma_max": radius, "spectral_radius": radius, **normal}}

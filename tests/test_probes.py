@@ -148,6 +148,29 @@ def test_recurrent_spectra_match_numpy():
         np.testing.assert_allclose(
             spectra[gate]["spectral_radius"], np.abs(np.linalg.eigvals(block)).max(), rtol=1e-10
         )
+        commutator = np.linalg.norm(block @ block.T - block.T @ block)  # Frobenius
+        np.testing.assert_allclose(spectra[gate]["commutator"], commutator, rtol=1e-10)
+        eig = np.linalg.eigvals(block)
+        henrici = np.sqrt(np.linalg.norm(block) ** 2 - (np.abs(eig) ** 2).sum())
+        np.testing.assert_allclose(spectra[gate]["henrici"], henrici, rtol=1e-8)
+
+
+def test_non_normality_is_zero_for_normal_matrices_and_known_for_a_jordan_block():
+    import torch
+
+    model = small_model("rnn", hidden=2, seed=0)
+    cases = {  # W -> (commutator, henrici), by hand
+        "orthogonal": (torch.tensor([[0.6, -0.8], [0.8, 0.6]]), (0.0, 0.0)),
+        "symmetric": (torch.tensor([[2.0, 1.0], [1.0, -1.0]]), (0.0, 0.0)),
+        # [[0, 1], [0, 0]]: W W^T - W^T W = diag(1, -1), eigenvalues 0, ||W||_F = 1
+        "jordan": (torch.tensor([[0.0, 1.0], [0.0, 0.0]]), (np.sqrt(2.0), 1.0)),
+    }
+    for name, (W, (commutator, henrici)) in cases.items():
+        with torch.no_grad():
+            model.cell.weight_hh_l0.copy_(W.double())
+        spectra = recurrent_spectra(model.cell)["h"]
+        np.testing.assert_allclose(spectra["commutator"], commutator, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(spectra["henrici"], henrici, atol=1e-7, err_msg=name)
 
 
 def test_gate_statistics_and_forget_product_match_torch_nn_equations():
