@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from study.results import experiments, load_runs, load_table
+from study.results import experiments_or_exit, load_runs, load_table
 
 
 def decay_ratio(flow: pd.DataFrame, step: int = 0, state: str | None = None, stat="median"):
@@ -61,12 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step", type=int, default=0, help="training step (default 0: init)")
     parser.add_argument("--success", action="store_true", help="seeds solved per cell and T")
     args = parser.parse_args(argv)
-    if not Path(args.results).is_dir():
-        parser.error(f"results={args.results} is not a directory")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    found = experiments(args.results)
-    if not found:
-        parser.error(f"results={args.results} holds no runs (no <experiment>/<run id>/run.json)")
+    found = experiments_or_exit(parser, args.results)
     for name, folder in found.items():
         print(f"== {name} ({folder})")
         runs = load_runs(folder)

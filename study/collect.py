@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from study import rundir
-from study.results import STATUSES, TABLES, experiments, load_runs, load_table, status_table
+from study.results import STATUSES, TABLES, experiments_or_exit, load_runs, load_table, status_table
 
 
 def collect(folder: Path, out: Path) -> None:
@@ -43,12 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, help="where to write (default: <experiment>/collected for each)"
     )
     args = parser.parse_args(argv)
-    if not args.results.is_dir():
-        parser.error(f"results={args.results} is not a directory")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    found = experiments(args.results)
-    if not found:
-        parser.error(f"results={args.results} holds no runs (no <experiment>/<run id>/run.json)")
+    found = experiments_or_exit(parser, args.results)
     for name, folder in found.items():
         print(f"== {name} ({folder})")
         out = args.out / name if args.out and len(found) > 1 else args.out

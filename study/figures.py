@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from study import plots
-from study.results import experiments, load_runs, load_table
+from study.results import experiments, experiments_or_exit, load_runs, load_table
 
 log = logging.getLogger(__name__)
 
@@ -242,11 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="where the PNGs go (default: RESULTS/figures)")
     args = parser.parse_args(argv)
     matplotlib.use("Agg")  # files only: no display needed
-    if not Path(args.results).is_dir():
-        parser.error(f"results={args.results} is not a directory")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if not experiments(args.results):
-        parser.error(f"results={args.results} holds no runs (no <experiment>/<run id>/run.json)")
+    experiments_or_exit(parser, args.results)
     render_all(args.results, args.out or args.results / "figures")
 
 

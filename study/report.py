@@ -25,7 +25,14 @@ import plotly.io as pio
 from study import figures, rundir
 from study.analysis import decay_ratio
 from study.plots import describe, model_label, wilson
-from study.results import STATUSES, experiments, load_runs, load_table, status_table
+from study.results import (
+    STATUSES,
+    experiments,
+    experiments_or_exit,
+    load_runs,
+    load_table,
+    status_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -248,11 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="the page (default: RESULTS/report.html)")
     args = parser.parse_args(argv)
     matplotlib.use("Agg")
-    if not args.results.is_dir():
-        parser.error(f"results={args.results} is not a directory")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if not experiments(args.results):
-        parser.error(f"results={args.results} holds no runs (no <experiment>/<run id>/run.json)")
+    experiments_or_exit(parser, args.results)
     out = args.out or args.results / "report.html"
     rundir.write_text(out, build(args.results))
     print(f"wrote {out}")

@@ -45,6 +45,17 @@ def experiments(path: Path) -> dict[str, Path]:
     return found
 
 
+def experiments_or_exit(parser, path) -> dict[str, Path]:
+    """experiments(path) for a command-line tool: argparse's one-line error (exit 2) when
+    `path` is not a directory or holds no runs."""
+    if not Path(path).is_dir():
+        parser.error(f"results={path} is not a directory")
+    found = experiments(path)
+    if not found:
+        parser.error(f"results={path} holds no runs (no <experiment>/<run id>/run.json)")
+    return found
+
+
 def load_runs(root: Path, finished_only: bool = True) -> pd.DataFrame:
     """One row per run: run.json fields, plus the resolved config flattened into `cfg.*` columns;
     `config` is the run id without its seed (the configuration the seeds replicate). `status` is

@@ -55,6 +55,18 @@ def run(*args, cwd, env, module="study.run"):
     return study_run(*args, cwd=cwd, env=env, module=module, timeout=300)
 
 
+def figures(tmp_path, env):
+    """study-figures on <tmp_path>/results, the PNGs to <tmp_path>/figs."""
+    return run(
+        tmp_path / "results",
+        "--out",
+        tmp_path / "figs",
+        cwd=tmp_path,
+        env=env,
+        module="study.figures",
+    )
+
+
 def test_an_outside_task_runs_through_hydra_searchpath(tmp_path, outside):
     env, searchpath = outside
     args = [searchpath, "task=first_bit", "train.steps=3", "train.eval_size=16"]
@@ -77,14 +89,7 @@ def test_an_outside_task_gets_every_figure_its_runs_support(tmp_path, outside):
     args += ["train.log_every=2", "train.eval_size=16", "model.hidden_size=8"]
     proc = run("-m", *args, f"out_dir={tmp_path / 'results'}", cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
-    proc = run(
-        tmp_path / "results",
-        "--out",
-        tmp_path / "figs",
-        cwd=tmp_path,
-        env=env,
-        module="study.figures",
-    )
+    proc = figures(tmp_path, env)
     assert proc.returncode == 0, proc.stderr
     drawn = sorted(p.stem for p in (tmp_path / "figs" / "default").glob("*.png"))
     assert drawn == sorted(set(KINDS) - {"init_setting", "matched"})
@@ -136,13 +141,6 @@ def test_an_outside_cell_is_one_class_and_one_yaml(tmp_path):
     assert abs((3 * H + H * H + 2 * H + H + 1) - 400) <= 2 * H + 4
     flow = load_table(tmp_path / "results", "grad_flow", runs)
     assert (flow[flow.cell == "leaky"].quantity == "grad_norm").any()
-    proc = run(
-        tmp_path / "results",
-        "--out",
-        tmp_path / "figs",
-        cwd=tmp_path,
-        env=env,
-        module="study.figures",
-    )
+    proc = figures(tmp_path, env)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "figs" / "default" / "success_vs_lag.png").exists()
