@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=2
-REFERENCE := init_ratio init_rnn_scale init_lstm_forget_bias memory_path lags_adding matched lags_copy
+REFERENCE := init_ratio init_rnn_scale init_lstm_forget_bias memory_path lags_adding matched lags_copy dynamics
 
 .PHONY: install run test reference figures notebooks browser
 install: $(STAMP)

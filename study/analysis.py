@@ -45,6 +45,16 @@ def decay_ratio(flow: pd.DataFrame, step: int = 0, state: str | None = None, sta
     return pd.DataFrame(rows)
 
 
+def leaves_baseline(metrics: pd.DataFrame, runs: pd.DataFrame, fraction: float = 0.9) -> pd.Series:
+    """Per run (indexed by path): the first evaluated step at which the evaluation loss is below
+    `fraction` x the task's memoryless baseline, the step where learning visibly starts; NaN
+    for a run whose loss never gets there."""
+    loss = metrics[metrics.name == "eval_loss"].merge(runs[["path", "baseline"]], on="path")
+    below = loss[loss.value < fraction * loss.baseline]
+    first = below.groupby("path").step.min()
+    return first.reindex(runs.path).rename("leaves_baseline")
+
+
 def success_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Seeds solved / seeds run, per cell (rows) and sequence length T (columns), with the median
     final evaluation loss relative to the task's memoryless baseline."""

@@ -163,14 +163,14 @@ def ensemble_table(sizes, E=8, repeats=5, device="cpu") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def probe_ms(cell, H, B, T, jacobians: bool, repeats=3, device="cpu") -> float:
-    task, model, _, batch = _setup(cell, H, B, T, "fast", device)
-    settings = ProbeSettings(jacobian_examples=4)
-    run_probes(model, task, batch, 0, settings, jacobians=jacobians)
+def probe_ms(cell, H, B, T, settings: ProbeSettings, costly: bool, repeats=3) -> float:
+    """Median ms of one probe (run_probes) of a model at initialisation, after one warm-up."""
+    task, model, _, batch = _setup(cell, H, B, T, "fast")
+    run_probes(model, task, batch, 0, settings, costly)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        run_probes(model, task, batch, 0, settings, jacobians=jacobians)
+        run_probes(model, task, batch, 0, settings, costly)
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times)
 
@@ -236,33 +236,47 @@ def run_s(cell, H, B, T, steps, log_every, probes: ProbeSettings) -> float:
     return time.perf_counter() - t0
 
 
-def probe_table(H, B, T, log_every=100, steps=400, repeats=5) -> pd.DataFrame:
-    """Per-probe cost, and the overhead of the default schedule (probes every `log_every`
-    steps, Jacobians off) on a whole run: derived from the per-step and per-probe costs, and
-    measured, a run of `steps` steps against the same run probed only at its first and last
-    step."""
+def probe_table(H, B, T, log_every=100, steps=2000, repeats=5, snr_batches=8) -> pd.DataFrame:
+    """Per-probe cost, and the overhead of the default schedule on a whole run of `steps` steps
+    (the default run: 2000): light probes every `log_every` steps, the costly ones (exact
+    Jacobian spectra and Lyapunov exponents of 2 examples) at step 0, every 1000 steps and the
+    last. Derived from the per-step and per-probe costs, and measured: the run with the default
+    probes against the same run probed only at its ends, light probes only. The gradient SNR
+    (off by default) is timed on its own, at `snr_batches` minibatches."""
     rows = []
+    default, light_only = ProbeSettings(), ProbeSettings(every=10**9, jacobian_examples=0)
     for cell in CELLS:
         step = step_ms(cell, H, B, T, "fast", repeats)
-        light = probe_ms(cell, H, B, T, jacobians=False)
-        full = probe_ms(cell, H, B, T, jacobians=True)
-        per_step = step + light / log_every
-        probed = run_s(cell, H, B, T, steps, log_every, ProbeSettings())
-        ends_only = run_s(cell, H, B, T, steps, log_every, ProbeSettings(every=10**9))
+        light = probe_ms(cell, H, B, T, default, costly=False)
+        costly = probe_ms(cell, H, B, T, default, costly=True)
+        snr = probe_ms(
+            cell, H, B, T, ProbeSettings(jacobian_examples=0, snr_batches=snr_batches), True
+        )
+        n_probes = len({0, steps, *range(0, steps, log_every)})
+        n_costly = len({0, steps, *range(0, steps, default.jacobian_every)})
+        base = steps * step
+        probed = run_s(cell, H, B, T, steps, log_every, default)
+        ends_only = run_s(cell, H, B, T, steps, log_every, light_only)
         rows.append(
             {
                 **_size(cell, H, B, T),
                 "step_ms": step,
-                "probe_ms_without_jacobians": light,
-                "probe_ms_with_jacobians": full,
-                "run_overhead": per_step / step,
+                "probe_ms_light": light,
+                "probe_ms_costly": costly,
+                f"probe_ms_snr{snr_batches}": snr,
                 "run_steps": steps,
+                "jacobian_overhead": n_costly * (costly - light) / base,
+                "run_overhead": 1 + (n_probes * light + n_costly * (costly - light)) / base,
                 "run_s_probed": probed,
                 "run_s_ends_only": ends_only,
                 "run_overhead_measured": probed / ends_only,
             }
         )
-        print(f"  {cell}: whole run {probed:.1f} s probed, {ends_only:.1f} s at the ends only")
+        print(
+            f"  {cell}: probe {light:.0f} ms light, {costly:.0f} ms with the Jacobian spectra,"
+            f" SNR {snr:.0f} ms; whole run {probed:.1f} s probed, {ends_only:.1f} s at the ends",
+            flush=True,
+        )
     return pd.DataFrame(rows)
 
 
@@ -359,7 +373,7 @@ def main(argv=None) -> None:
     else:
         grid, repeats = ([64, 128, 256], [32, 128], [100, 500]), 5
         mem_Ts, probe_size, w = [250, 500, 1000], (128, 64, 200), 100
-        run_steps = 400
+        run_steps = 2000  # the default run, so that the Jacobian schedule is the default's
         ensemble_sizes, E = [(64, 32, 100), (128, 32, 100), (64, 128, 100), (128, 128, 100)], 8
 
     tables = {}

@@ -86,9 +86,28 @@ class Cell(nn.Module):
         None: the cell has no such path (the RNN)."""
         return None
 
+    def step_jacobian(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None):
+        """A = d s_t / d s_{t-1} in closed form, (B, S, S) over the flat state, or None: then
+        study/jacobians.py forms it with S forward-mode products of `step` (S times the cost
+        of a step; the closed forms of the classic cells cost about one)."""
+        return None
+
     def n_params(self) -> int:
         """Parameters the recurrence actually uses (what `match_params` counts)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def held(A: Tensor, keep: Tensor | None) -> Tensor:
+    """The step Jacobian where `keep`, the identity where a padded step holds the state."""
+    if keep is None:
+        return A
+    eye = torch.eye(A.shape[1], dtype=A.dtype, device=A.device)
+    return torch.where(keep[:, :, None], A, eye)
+
+
+def rows(d: Tensor, W: Tensor) -> Tensor:
+    """diag(d) W for every example: d (B, H), W (H, K) -> (B, H, K)."""
+    return d[:, :, None] * W
 
 
 class RNNCell(Cell):
@@ -107,6 +126,13 @@ class RNNCell(Cell):
         a = torch.addmm(gx + self.bias_hh_l0, h, self.weight_hh_l0.t())
         h_new = torch.tanh(a) if self.nonlinearity == "tanh" else torch.relu(a)
         return (hold(h_new, h, keep),), {}
+
+    def step_jacobian(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None):
+        """dh_t/dh_{t-1} = diag(phi'(a_t)) W_hh."""
+        (h,) = state
+        a = torch.addmm(gx + self.bias_hh_l0, h, self.weight_hh_l0.t())
+        slope = 1 - torch.tanh(a) ** 2 if self.nonlinearity == "tanh" else (a > 0).to(a.dtype)
+        return held(rows(slope, self.weight_hh_l0), keep)
 
 
 class LSTMCell(Cell):
@@ -140,6 +166,30 @@ class LSTMCell(Cell):
         c_new = hold(f * c + i * g, c, keep)
         h_new = hold(o * torch.tanh(c_new), h, keep)
         return (h_new, c_new), {"i": i, "f": f, "o": o}
+
+    def step_jacobian(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None):
+        """d[h_t, c_t] / d[h_{t-1}, c_{t-1}]: the gates' slopes times their rows of W_hh.
+
+        dc/dh = diag(g i(1-i)) W_i + diag(c f(1-f)) W_f + diag(i (1-g^2)) W_g,   dc/dc = diag(f)
+        dh/dh = diag(tanh(c_t) o(1-o)) W_o + diag(o (1-tanh^2 c_t)) dc/dh,      dh/dc = ... f
+        """
+        h, c = state
+        a = torch.addmm(gx + self.bias_hh_l0, h, self.weight_hh_l0.t())
+        a_i, a_f, a_g, a_o = a.chunk(4, dim=1)
+        W_i, W_f, W_g, W_o = self.weight_hh_l0.chunk(4, dim=0)
+        i, g, o = torch.sigmoid(a_i), torch.tanh(a_g), torch.sigmoid(a_o)
+        dc_dh = rows(g * i * (1 - i), W_i) + rows(i * (1 - g**2), W_g)
+        if self.forget_gate:
+            f = torch.sigmoid(a_f)
+            dc_dh = dc_dh + rows(c * f * (1 - f), W_f)
+        else:
+            f = torch.ones_like(c)
+        tanh_c = torch.tanh(f * c + i * g)
+        through_c = o * (1 - tanh_c**2)  # dh_t/dc_t
+        dh_dh = rows(tanh_c * o * (1 - o), W_o) + through_c[:, :, None] * dc_dh
+        top = torch.cat([dh_dh, torch.diag_embed(through_c * f)], dim=2)
+        bottom = torch.cat([dc_dh, torch.diag_embed(f)], dim=2)
+        return held(torch.cat([top, bottom], dim=1), keep)
 
     def linear_path(self, traj, direct_h: Tensor):
         """c_t = f_t * c_{t-1} + ...: the gradient along the cell path alone, carried by f,
@@ -178,6 +228,21 @@ class GRUCell(Cell):
         n = torch.tanh(x_n + r * h_n)
         h_new = (1 - z) * n + z * h
         return (hold(h_new, h, keep),), {"r": r, "z": z}
+
+    def step_jacobian(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None):
+        """dh_t/dh_{t-1} = diag(z) + diag(h_{t-1} - n) dz/dh + diag(1 - z) dn/dh, with
+        dz/dh = diag(z(1-z)) W_z and dn/dh = diag(1-n^2) (diag(W_hn h + b_hn) dr/dh + diag(r) W_n).
+        """
+        (h,) = state
+        gh = torch.addmm(self.bias_hh_l0, h, self.weight_hh_l0.t())
+        x_r, x_z, x_n = gx.chunk(3, dim=1)
+        h_r, h_z, h_n = gh.chunk(3, dim=1)
+        W_r, W_z, W_n = self.weight_hh_l0.chunk(3, dim=0)
+        r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+        n = torch.tanh(x_n + r * h_n)
+        dn_dh = rows((1 - n**2) * h_n * r * (1 - r), W_r) + rows((1 - n**2) * r, W_n)
+        A = torch.diag_embed(z) + rows((h - n) * z * (1 - z), W_z) + (1 - z)[:, :, None] * dn_dh
+        return held(A, keep)
 
     def linear_path(self, traj, direct_h: Tensor):
         """h_t = z_t * h_{t-1} + ...: the direct path alone, carried by z."""

@@ -23,7 +23,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from study import plots
+from study import plots, plots_dynamics
 from study.results import experiments, experiments_or_exit, load_runs, load_table
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,19 @@ def _needs_matching(runs, tables):
     if m is None or m.isna().all() or m.notna().all():
         return "needs runs at equal H and at equal parameters (model.match_params)"
     return None
+
+
+def _needs(quantity: str, what: str):
+    """A check that the runs' gradient-flow table has `quantity` (a costly probe that was on)."""
+
+    def needs(runs, tables):
+        return None if (tables["grad_flow"].quantity == quantity).any() else f"no {what}"
+
+    return needs
+
+
+def _needs_lyapunov(runs, tables):
+    return None if len(tables["lyapunov"]) else "no Lyapunov exponents (probe.jacobian_examples)"
 
 
 def _setting(runs: pd.DataFrame) -> pd.DataFrame:
@@ -136,6 +149,21 @@ KINDS = {
         _needs_matching,
         lambda runs, grad_flow: plots.matched_comparison(runs, grad_flow),
     ),
+    "lyapunov": Kind(
+        ("lyapunov",),
+        _needs_lyapunov,
+        lambda runs, lyapunov: plots_dynamics.lyapunov_spectra(lyapunov, runs),
+    ),
+    "jacobian_spectra": Kind(
+        ("grad_flow",),
+        _needs("jacobian_alive", "Jacobian spectra (probe.jacobian_examples)"),
+        lambda runs, grad_flow: plots_dynamics.jacobian_spectra(grad_flow, runs),
+    ),
+    "gradient_snr": Kind(
+        ("grad_flow", "metrics"),
+        _needs("grad_snr", "gradient SNR (probe.snr_batches)"),
+        lambda runs, grad_flow, metrics: plots_dynamics.gradient_snr(grad_flow, metrics, runs),
+    ),
 }
 
 FIGURES = {  # the study's figures: file name -> (kind, experiments to read, in order of preference)
@@ -150,6 +178,9 @@ FIGURES = {  # the study's figures: file name -> (kind, experiments to read, in 
     "fig3b_cell_path": ("cell_path", ("memory_path", "quick")),
     "fig3c_training_dynamics": ("training_dynamics", ("memory_path", "quick")),
     "fig4_matched": ("matched", ("matched",)),
+    "fig5a_lyapunov": ("lyapunov", ("dynamics",)),
+    "fig5b_jacobian_spectra": ("jacobian_spectra", ("dynamics",)),
+    "fig5c_gradient_snr": ("gradient_snr", ("dynamics",)),
 }
 
 

@@ -1,22 +1,41 @@
-"""Jacobians of the recurrent map against lag, and the spectra of the recurrent weights.
+"""Jacobians of the recurrent map: their singular values against lag, the Lyapunov spectrum of
+the dynamics, and the spectra of the recurrent weights.
 
 For an example and a lag k, J_k = d s_{T-1} / d s_{T-1-k} is the Jacobian of the last state with
 respect to the state k steps earlier, with the inputs held fixed; s is the full recurrent state
-(h for the RNN and GRU, the concatenation [h, c] for the LSTM). Its spectral norm comes from
-power iteration on J^T J with forward- and reverse-mode products (torch.func.jvp / vjp), never
-forming J; its Frobenius norm from one reverse-mode product per state coordinate, batched with
-vmap. A tanh RNN obeys ||J_k|| <= sigma_max(W_hh)^k (Pascanu et al. 2013, with gamma = 1 since
-|tanh'| <= 1), which `recurrent_spectra` provides the numbers for.
+(h for the RNN and GRU, [h, c] for the LSTM, [h, s] for the LRU). J_k is the product of the
+per-step Jacobians A_t = d s_t / d s_{t-1}:
+
+    J_k = A_{T-1} A_{T-2} ... A_{T-k}
+
+`jacobian_spectra` forms each A_t exactly (the cell's closed form, or S forward-mode products of
+one step with torch.func.jvp; all steps of a block at once) and multiplies them from the end
+backward, so one sweep gives J_k at every lag; its singular values say how many directions of
+the state survive k steps. A tanh
+RNN obeys ||J_k|| <= sigma_max(W_hh)^k (Pascanu et al. 2013, with gamma = 1 since |tanh'| <= 1).
+
+The same sweep runs the QR (Benettin) iteration Q_j R_j = A_{T-j}^T Q_{j-1} on the transposed
+Jacobians: the adjoint dynamics, the very map that carries a gradient back one step. A product
+and its transpose share their singular values, so the mean of log|diag R_j| after a transient
+estimates the Lyapunov exponents lambda_1 >= ... >= lambda_S of the recurrence along the data's
+trajectory: the gradient in the i-th direction changes by about exp(lambda_i) per step.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
-from torch.func import jvp, vjp, vmap
+from torch.func import jvp, vmap
 
 from study.cells import Cell
+
+# A direction that shrinks by more than this in one step has collapsed: below it float64 rounding,
+# not the dynamics, sets |R_ii| (a dead ReLU unit, the LRU's h), so its exponent floors at
+# log(1e-12) = -27.6 per step.
+COLLAPSED = 1e-12
 
 
 def log_spaced_lags(T: int, n: int) -> list[int]:
@@ -36,51 +55,84 @@ def rollout(cell: Cell, gx: Tensor, state: Tensor, valid: Tensor | None) -> Tens
     return torch.cat(parts, dim=1)
 
 
-def jacobian_norms(
+def step_jacobians(cell: Cell, gx: Tensor, prev: Tensor, valid: Tensor | None) -> Tensor:
+    """A_t = d s_t / d s_{t-1} for a block of c steps of N examples, (N, c, S, S).
+
+    gx: (N, c, G) the inputs of those steps; prev: (N, c, S) the flat states before each;
+    valid: (N, c) or None. From the cell's closed form where it has one; otherwise every
+    (example, step) pair is one row of a single batched step, and column j of every A_t comes
+    from one forward-mode product with the basis vector e_j."""
+    N, c, S = prev.shape
+    g, s = gx.reshape(N * c, -1), prev.reshape(N * c, S)
+    keep = None if valid is None else valid.reshape(N * c, 1)
+    closed = cell.step_jacobian(g, tuple(s.split(cell.state_sizes, dim=1)), keep)
+    if closed is not None:  # the classic cells' closed forms (study/cells.py)
+        return closed.reshape(N, c, S, S)
+
+    def step(state: Tensor) -> Tensor:
+        new, _ = cell.step(g, tuple(state.split(cell.state_sizes, dim=1)), keep)
+        return torch.cat(new, dim=1)
+
+    basis = torch.eye(S, dtype=s.dtype, device=s.device).unsqueeze(1).expand(S, N * c, S)
+    columns = vmap(lambda e: jvp(step, (s,), (e,))[1])(basis)  # (S, N*c, S): [j, pair, i]
+    return columns.permute(1, 2, 0).reshape(N, c, S, S)
+
+
+@torch.no_grad()
+def jacobian_spectra(
     cell: Cell,
     gx: Tensor,
     states: dict[str, list[Tensor]],
     lags: list[int],
     valid: Tensor | None = None,
-    power_iters: int = 20,
-    seed: int = 0,
+    exponents: int = 32,
+    transient: float = 0.1,
+    block: int = 64,
 ) -> dict[str, Tensor]:
-    """{"spectral": (N, len(lags)), "frobenius": (N, len(lags))} for the N examples given.
+    """Singular values of J_k at each lag, and the Lyapunov spectrum, for the N examples given.
 
-    gx: (N, T, G) the cell's input projections; states: the trajectory's states, T each (N, H).
+    gx: (N, T, G) the cell's input projections; states: the trajectory's states, T each (N, .).
+    Returns {"sigma": (N, len(lags), S), each row sorted descending; "lyapunov": (N, m), the
+    top m = min(exponents, S) exponents, descending, in units of per step}. The first
+    `transient` fraction of the backward steps (while Q turns towards the growing directions)
+    does not count; padded steps (valid False, where A_t = I) neither. The running product is
+    rescaled at every step (its log scale kept apart), so long lags do not underflow; float64
+    resolves singular values down to about 1e-16 of the largest at the same lag.
     """
-    T = gx.shape[1]
     flat = torch.cat([torch.stack(states[name], dim=1) for name in cell.state_names], dim=2)
-    flat = flat.detach()  # (N, T, S)
-    N, _, S = flat.shape
-    g = torch.Generator().manual_seed(seed)
-    spectral = torch.zeros(N, len(lags), dtype=flat.dtype, device=flat.device)
-    frobenius = torch.zeros(N, len(lags), dtype=flat.dtype, device=flat.device)
-    gx = gx.detach()
-    for j, k in enumerate(lags):
-        start = T - 1 - k  # J_k maps s_start to s_{T-1}: the inputs of steps start+1 .. T-1
-
-        def f(s, _start=start):
-            v = None if valid is None else valid[:, _start + 1 :]
-            return rollout(cell, gx[:, _start + 1 :], s, v)
-
-        s0 = flat[:, start]
-        _, pullback = vjp(f, s0)
-        # Frobenius: row i of J (for every example at once) is the pullback of the basis vector e_i
-        basis = torch.eye(S, dtype=flat.dtype, device=flat.device).unsqueeze(1).expand(S, N, S)
-        rows = vmap(pullback)(basis)[0]  # (S, N, S)
-        frobenius[:, j] = rows.pow(2).sum(dim=(0, 2)).sqrt()
-        # Spectral: power iteration v <- J^T J v / ||J^T J v||, per example (J is block-diagonal
-        # across the batch, so normalising each example's block keeps them independent)
-        v = torch.randn(N, S, generator=g, dtype=flat.dtype).to(flat.device)
-        v = v / v.norm(dim=1, keepdim=True)
-        for _ in range(power_iters):
-            _, Jv = jvp(f, (s0,), (v,))
-            w = pullback(Jv)[0]
-            v = w / w.norm(dim=1, keepdim=True).clamp_min(1e-300)
-        _, Jv = jvp(f, (s0,), (v,))
-        spectral[:, j] = Jv.norm(dim=1)
-    return {"spectral": spectral, "frobenius": frobenius}
+    flat, gx = flat.detach(), gx.detach()  # (N, T, S)
+    N, T, S = flat.shape
+    eye = torch.eye(S, dtype=flat.dtype, device=flat.device).expand(N, S, S)
+    G, log_scale = eye.clone(), torch.zeros(N, dtype=flat.dtype, device=flat.device)
+    m = min(exponents, S)  # QR of S x m per step: the top m exponents cost far less than all S
+    Q = eye[:, :, :m].clone()
+    log_r = torch.zeros(N, m, dtype=flat.dtype, device=flat.device)
+    counted = torch.zeros(N, dtype=flat.dtype, device=flat.device)
+    skip = math.floor(transient * (T - 1))  # backward steps before the exponents count
+    sigma = torch.zeros(N, len(lags), S, dtype=flat.dtype, device=flat.device)
+    at_lag = {k: j for j, k in enumerate(lags)}
+    k = 0  # lag of the product so far: G = J_k
+    for end in range(T, 1, -block):  # blocks of steps t in [first, end), walked from the end
+        first = max(1, end - block)
+        v = None if valid is None else valid[:, first:end]
+        A = step_jacobians(cell, gx[:, first:end], flat[:, first - 1 : end - 1], v)
+        for i in range(end - first - 1, -1, -1):  # t = first + i, backward
+            a = A[:, i]
+            k += 1
+            G = G @ a
+            norm = torch.linalg.matrix_norm(G).clamp_min(1e-300)  # 0 only if J_k is exactly 0
+            G, log_scale = G / norm[:, None, None], log_scale + norm.log()
+            if k in at_lag:
+                values = torch.linalg.svdvals(G)  # descending
+                sigma[:, at_lag[k]] = values * log_scale.exp()[:, None]
+            Q, R = torch.linalg.qr(a.transpose(1, 2) @ Q)
+            if k > skip:
+                use = torch.ones_like(counted) if v is None else v[:, i].to(flat.dtype)
+                shrink = R.diagonal(dim1=1, dim2=2).abs().clamp_min(COLLAPSED)
+                log_r += use[:, None] * shrink.log()
+                counted += use
+    lyapunov = log_r / counted.clamp_min(1)[:, None]
+    return {"sigma": sigma, "lyapunov": lyapunov.sort(dim=1, descending=True).values}
 
 
 @torch.no_grad()

@@ -20,9 +20,16 @@ Quantities (the `quantity` column of grad_flow.parquet; `state` says which tenso
   input_grad           ||dl/dx_t|| (state x)
   jacobian_spectral    ||d s_{T-1} / d s_t||_2 at log-spaced lags (state s, see jacobians.py)
   jacobian_frobenius   the same in Frobenius norm
+  jacobian_sigma_min   the smallest singular value of d s_{T-1} / d s_t
+  jacobian_alive       how many of its singular values exceed `alive_threshold`: how many
+                       directions of the state survive that many steps
+  grad_signal, grad_noise, grad_snr
+                       the gradient signal-to-noise per lag (state theta, stat "value";
+                       study/snr.py)
 Besides: evidence.parquet holds, per example, the gradient at the task's evidence positions with
-their lag; weights.parquet the spectra of W_hh per gate block; metrics.parquet gets the
-effective horizon.
+their lag; weights.parquet the spectra of W_hh per gate block; lyapunov.parquet the top Lyapunov
+exponents per example; metrics.parquet gets the effective horizon, the largest Lyapunov exponent
+and how many are near zero.
 """
 
 from __future__ import annotations
@@ -36,8 +43,9 @@ import torch
 from torch import Tensor
 
 from study.checks import require_int, require_number
-from study.jacobians import jacobian_norms, log_spaced_lags, recurrent_spectra
+from study.jacobians import jacobian_spectra, log_spaced_lags, recurrent_spectra
 from study.model import SequenceModel
+from study.snr import gradient_snr
 from study.tasks.base import Batch, Task
 
 STATS = {"mean": None, "median": 0.5, "q10": 0.1, "q90": 0.9}  # statistic -> quantile
@@ -48,10 +56,14 @@ FLOW_COLUMNS = ["step", "quantity", "state", "position", "lag", "stat", "value"]
 class ProbeSettings:
     precision: str = "float64"  # dtype of the probe copy (float32 underflows at long lags)
     every: int = 0  # probe at step 0, the last step and every this many steps; 0 = every log step
-    jacobian_examples: int = 0  # examples whose state Jacobians are computed; 0 = off (costly)
+    jacobian_examples: int = 2  # examples whose step Jacobians are chained exactly; 0 = off
     jacobian_lags: int = 8  # about this many log-spaced lags from 1 to T-1
-    jacobian_every: int = 1000  # Jacobians at step 0, the last step and every this many steps
-    power_iters: int = 20  # power-iteration steps for the spectral norm
+    jacobian_every: int = 1000  # the costly probes at step 0, the last step and every this many
+    alive_threshold: float = 1e-3  # a direction survives k steps while its singular value is above
+    lyapunov_exponents: int = 32  # the top this many Lyapunov exponents
+    lyapunov_transient: float = 0.1  # fraction of the steps before the exponents count
+    lyapunov_zero: float = 0.01  # |exponent| below this per step counts as near zero
+    snr_batches: int = 0  # independent minibatches for the gradient SNR per lag; 0 = off (costly)
     saturation: float = 0.95  # a unit is saturated beyond this (gates: also below 1 - it)
     horizon_fraction: float = 1e-3  # effective horizon: median gradient above this x the last
 
@@ -59,12 +71,20 @@ class ProbeSettings:
         if self.precision not in ("float64", "float32"):
             bad = f"probe.precision={self.precision!r}"
             raise ValueError(f"{bad} is invalid: allowed float64, float32")
-        for key in ("every", "jacobian_examples", "jacobian_every"):
+        for key in ("every", "jacobian_examples", "jacobian_every", "snr_batches"):
             require_int(f"probe.{key}", getattr(self, key), 0)
-        for key in ("jacobian_lags", "power_iters"):
+        for key in ("jacobian_lags", "lyapunov_exponents"):
             require_int(f"probe.{key}", getattr(self, key), 1)
         require_number("probe.saturation", self.saturation)
         require_number("probe.horizon_fraction", self.horizon_fraction)
+        require_number("probe.alive_threshold", self.alive_threshold, 0, strict=True)
+        require_number("probe.lyapunov_zero", self.lyapunov_zero, 0, strict=True)
+        require_number("probe.lyapunov_transient", self.lyapunov_transient, 0)
+        if not self.lyapunov_transient < 1:
+            bad = f"probe.lyapunov_transient={self.lyapunov_transient!r}"
+            raise ValueError(f"{bad} is invalid: must be in [0, 1)")
+        if self.snr_batches == 1:
+            raise ValueError("probe.snr_batches=1 is invalid: the noise needs 2 or more (0 = off)")
         if not 0.5 < self.saturation < 1:
             raise ValueError(
                 f"probe.saturation={self.saturation!r} is invalid: must be in (0.5, 1)"
@@ -75,16 +95,16 @@ class ProbeSettings:
 
     def due(self, step: int, steps: int, log_every: int) -> tuple[bool, bool]:
         """The probe schedule, the one place it is decided: (probe at this step?, with the
-        Jacobians?). Probes run at step 0, at the last step and every `every` steps, where
-        every=0 means at every evaluation (each `log_every` steps); the costly Jacobians only
-        when examples are asked for, at those ends and every `jacobian_every` steps."""
+        costly probes?). Probes run at step 0, at the last step and every `every` steps, where
+        every=0 means at every evaluation (each `log_every` steps); the costly ones (Jacobian
+        spectra and Lyapunov exponents, gradient SNR) only when asked for, at those ends and
+        every `jacobian_every` steps."""
         ends = step in (0, steps)
         every = self.every or log_every
         probe = ends or step % every == 0
-        jac = self.jacobian_examples > 0 and (
-            ends or (self.jacobian_every > 0 and step % self.jacobian_every == 0)
-        )
-        return probe, probe and jac
+        costly = self.jacobian_examples > 0 or self.snr_batches > 0
+        costly = costly and (ends or (self.jacobian_every > 0 and step % self.jacobian_every == 0))
+        return probe, probe and costly
 
 
 @dataclass
@@ -92,6 +112,7 @@ class ProbeResult:
     flow: pd.DataFrame  # FLOW_COLUMNS
     evidence: pd.DataFrame  # step, example, evidence, position, lag, quantity, value
     weights: pd.DataFrame  # step, block, stat, value
+    lyapunov: pd.DataFrame  # step, example, index, value (per step; index 1 the largest)
     scalars: dict  # per-step numbers for the metrics table
 
 
@@ -202,10 +223,13 @@ def run_probes(
     batch: Batch,
     step: int,
     settings: ProbeSettings,
-    jacobians: bool = True,
+    costly: bool = True,
+    data: torch.Generator | None = None,
 ) -> ProbeResult:
-    """Every probe of one log step, on the batch of that step, before its update. The state
-    Jacobians (the costly part: power iteration over up to T steps per lag) only if `jacobians`."""
+    """Every probe of one log step, on the batch of that step, before its update. The costly
+    ones only if `costly`: the Jacobian spectra and Lyapunov exponents (settings.
+    jacobian_examples of the batch's examples) and the gradient SNR (settings.snr_batches fresh
+    minibatches of the batch's size, drawn from `data`, a stream apart from training's)."""
     dtype = getattr(torch, settings.precision)
     parts, norms = gradient_flow(model, task, batch, dtype)
     traj, b, cell = parts["traj"], parts["batch"], parts["model"].cell
@@ -244,18 +268,46 @@ def run_probes(
     input_grad = parts["dx"].norm(dim=-1)  # (B, T)
     rows.append(tidy(step, "input_grad", {"x": batch_summary(input_grad, valid)}, T))
 
+    scalars = {}
     N = min(settings.jacobian_examples, B)  # examples whose Jacobians are computed
     lags = log_spaced_lags(T, settings.jacobian_lags)
-    if jacobians and N > 0 and lags:
+    lyapunov = pd.DataFrame()
+    if costly and N > 0 and lags:
         gx = cell.project_inputs(b.x[:N])
         sub = {n: [st[:N] for st in v] for n, v in traj.states.items()}
-        jac = jacobian_norms(
-            cell, gx, sub, lags, None if valid is None else valid[:N], settings.power_iters
-        )
+        v = None if valid is None else valid[:N]
+        m, transient = settings.lyapunov_exponents, settings.lyapunov_transient
+        jac = jacobian_spectra(cell, gx, sub, lags, v, m, transient)
+        sigma = jac["sigma"]  # (N, lags, S), descending
+        by_lag = {
+            "spectral": sigma[:, :, 0],
+            "frobenius": sigma.pow(2).sum(dim=2).sqrt(),
+            "sigma_min": sigma[:, :, -1],
+            "alive": (sigma > settings.alive_threshold).sum(dim=2).double(),
+        }
         positions = T - 1 - np.asarray(lags)
-        for norm, values in jac.items():  # spectral, frobenius
-            summary = {"s": batch_summary(values)}
-            rows.append(tidy(step, f"jacobian_{norm}", summary, T, positions))
+        for name, values in by_lag.items():
+            rows.append(tidy(step, f"jacobian_{name}", {"s": batch_summary(values)}, T, positions))
+        exponents = jac["lyapunov"].cpu().numpy()  # (N, m)
+        lyapunov = pd.DataFrame(
+            {
+                "step": step,
+                "example": np.repeat(np.arange(N), exponents.shape[1]),
+                "index": np.tile(np.arange(1, exponents.shape[1] + 1), N),
+                "value": exponents.ravel(),
+            }
+        )
+        scalars["lyapunov_max"] = float(exponents[:, 0].mean())
+        near_zero = (np.abs(exponents) < settings.lyapunov_zero).sum(axis=1)
+        scalars["lyapunov_near_zero"] = float(near_zero.mean())
+    if costly and settings.snr_batches > 0:
+        data = torch.Generator().manual_seed(step) if data is None else data
+        draws = [task.sample(B, data) for _ in range(settings.snr_batches)]
+        draws = [d.apply(lambda t: t.to(dtype) if t.is_floating_point() else t) for d in draws]
+        snr = gradient_snr(parts["model"], task, [d.to(b.x.device) for d in draws])
+        for name in ("signal", "noise", "snr"):
+            summary = {"theta": {"value": snr[name].cpu().numpy()}}
+            rows.append(tidy(step, f"grad_{name}", summary, T))
 
     # the gradient at the task's evidence positions, per example, with its lag
     ev = b.evidence
@@ -287,5 +339,6 @@ def run_probes(
         ]
     )
     memory = batch_summary(norms[cell.memory], valid)["median"][::-1]  # by lag, lag 0 first
-    scalars = {"effective_horizon": effective_horizon(memory, settings.horizon_fraction)}
-    return ProbeResult(pd.concat(rows, ignore_index=True), evidence, weights, scalars)
+    scalars["effective_horizon"] = effective_horizon(memory, settings.horizon_fraction)
+    flow = pd.concat(rows, ignore_index=True)
+    return ProbeResult(flow, evidence, weights, lyapunov, scalars)

@@ -45,6 +45,7 @@ TABLES = {  # table name -> file
     "grad_flow": "grad_flow.parquet",
     "evidence": "evidence.parquet",
     "weights": "weights.parquet",
+    "lyapunov": "lyapunov.parquet",
 }
 FINISHED = ("completed", "diverged")  # statuses that a resumed sweep skips
 

@@ -61,6 +61,7 @@ class Records:
     flow: list[pd.DataFrame] = field(default_factory=list)  # per-position probe rows
     evidence: list[pd.DataFrame] = field(default_factory=list)  # gradient at evidence positions
     weights: list[pd.DataFrame] = field(default_factory=list)  # spectra of W_hh
+    lyapunov: list[pd.DataFrame] = field(default_factory=list)  # Lyapunov exponents
     final: dict = field(default_factory=dict)  # last evaluation and whether the task is solved
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -70,6 +71,7 @@ class Records:
             "grad_flow": self.flow_frame(),
             "evidence": self.evidence_frame(),
             "weights": self.weights_frame(),
+            "lyapunov": self.lyapunov_frame(),
         }
 
     def metrics_frame(self) -> pd.DataFrame:
@@ -83,6 +85,9 @@ class Records:
 
     def weights_frame(self) -> pd.DataFrame:
         return _concat(self.weights)
+
+    def lyapunov_frame(self) -> pd.DataFrame:
+        return _concat(self.lyapunov)
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -229,15 +234,17 @@ def train_members(
     for step in bar:
         batches = [task.sample(s.batch_size, gen).to(device) for gen in gens]
         log = step % s.log_every == 0 or step == s.steps
-        probe, jac = probes.due(step, s.steps, s.log_every)
+        probe, costly = probes.due(step, s.steps, s.log_every)
         probed = [None] * E
         if probe:  # probe the models as they are before this step's update
             for e in filter(active.__getitem__, range(E)):
                 model = members.member(e)
-                probed[e] = run_probes(model, task, batches[e], step, probes, jacobians=jac)
+                data = data_generator(seeds[e], f"probe-{step}")  # SNR draws, apart from training
+                probed[e] = run_probes(model, task, batches[e], step, probes, costly, data)
                 records[e].flow.append(probed[e].flow)
                 records[e].evidence.append(probed[e].evidence)
                 records[e].weights.append(probed[e].weights)
+                records[e].lyapunov.append(probed[e].lyapunov)
         losses, norms = gradient_step(members, task, optimizer, batches, s.clip_norm)
         evals = evaluate(members, task, eval_batches, s.eval_chunk) if log else None
 

@@ -55,6 +55,7 @@ EXPERIMENTS = {
     "lags_copy": [*TRAINED, "task.length=3,6", "seed=0"],
     "memory_path": [*TRAINED, "task.length=8"],
     "matched": [*TRAINED, "task.length=8", "seed=0", "model.match_params=null,300"],
+    "dynamics": [*TRAINED, "task.length=8", "seed=0", "model=rnn,lstm,lru", "probe.snr_batches=3"],
 }
 
 

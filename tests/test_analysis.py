@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.analysis import decay_ratio, success_table
+from study.analysis import decay_ratio, leaves_baseline, success_table
 from study.plots import wilson
 
 
@@ -52,3 +52,20 @@ def test_wilson_interval_closed_forms():
     lo, hi = wilson(50, 100)
     half = 1.96 * np.sqrt(0.25 / 100 + z2 / (4 * 100**2)) / (1 + z2 / 100)  # 0.09617
     assert (lo + hi) / 2 == pytest.approx(0.5) and hi - lo == pytest.approx(2 * half, rel=1e-12)
+
+
+def test_leaves_baseline_is_the_first_evaluation_below_the_fraction():
+    runs = pd.DataFrame({"path": ["a", "b", "c"], "baseline": [1.0, 2.0, 1.0]})
+    rows = []
+    for path, losses in {
+        "a": [1.0, 0.95, 0.85, 0.5],
+        "b": [2.0, 1.7, 1.9, 1.0],
+        "c": [1.0] * 4,
+    }.items():
+        rows += [
+            {"path": path, "step": 100 * k, "name": "eval_loss", "value": v}
+            for k, v in enumerate(losses)
+        ]
+        rows.append({"path": path, "step": 0, "name": "train_loss", "value": 0.0})  # not read
+    first = leaves_baseline(pd.DataFrame(rows), runs)
+    assert first["a"] == 200 and first["b"] == 100 and np.isnan(first["c"])

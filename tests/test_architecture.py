@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 READERS = ["study.rundir", "study.results", "study.collect", "study.analysis", "study.figures"]
 READERS += ["study.plots", "study.sweep"]
 TRAINING = ["study.cells", "study.model", "study.fast", "study.ensemble", "study.train"]
-TRAINING += ["study.probes", "study.jacobians", "study.tasks.adding"]
+TRAINING += ["study.probes", "study.jacobians", "study.snr", "study.tasks.adding"]
 
 
 def loaded(module: str) -> set[str]:

@@ -47,6 +47,8 @@ def test_a_run_writes_a_complete_run_directory(tmp_path):
         "eval_loss",
         "eval_metric",
         "effective_horizon",
+        "lyapunov_max",
+        "lyapunov_near_zero",
     }
     flow = pd.read_parquet(run_dir / "grad_flow.parquet")
     assert list(flow.columns) == ["step", "quantity", "state", "position", "lag", "stat", "value"]
@@ -61,11 +63,15 @@ def test_a_run_writes_a_complete_run_directory(tmp_path):
         "input_grad",
         "jacobian_spectral",
         "jacobian_frobenius",
+        "jacobian_sigma_min",
+        "jacobian_alive",
     }
     evidence = pd.read_parquet(run_dir / "evidence.parquet")
     assert len(evidence) == 3 * 64 * 2 * 2  # steps x batch x evidence positions x quantities
     weights = pd.read_parquet(run_dir / "weights.parquet")
     assert set(weights.block) == {"r", "z", "n"}
+    lyapunov = pd.read_parquet(run_dir / "lyapunov.parquet")
+    assert len(lyapunov) == 2 * 2 * 8  # costly steps (0 and 4, the ends) x examples x H
     # nothing besides the run directory was written
     assert [p.name for p in tmp_path.iterdir()] == ["default"]
 

@@ -75,7 +75,7 @@ def test_every_experiment_composes_and_its_first_job_trains(name):
         jobs = sweep_jobs(base, [f"experiment={name}"])
         assert jobs, name
         tiny = ["model.hidden_size=4", "train.batch_size=4", "train.eval_size=8", "task.length=8"]
-        tiny += ["train.steps=2", "train.log_every=1", "probe.power_iters=2"]
+        tiny += ["train.steps=2", "train.log_every=1"]
         cfg = compose(config_name="config", overrides=jobs[0] + tiny)
     job = build(cfg, check_task=True)
     rec = train(job.model, job.task, job.make_optimizer, job.settings, cfg.seed, probes=job.probes)

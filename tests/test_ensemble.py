@@ -10,7 +10,7 @@ from study.tasks.adding import Adding
 from study.train import TrainSettings, train, train_members
 
 SETTINGS = TrainSettings(steps=12, batch_size=8, log_every=4, eval_size=64, eval_chunk=32)
-PROBES = ProbeSettings(jacobian_examples=2, jacobian_lags=3, power_iters=5)
+PROBES = ProbeSettings(jacobian_examples=2, jacobian_lags=3, snr_batches=2)
 
 
 def adam(params):
@@ -24,8 +24,17 @@ def model_of(seed, cell, **kw):
 
 def assert_same_records(member, single, rtol=1e-4, atol=1e-6):
     assert member.status == single.status
-    for name in ("metrics_frame", "flow_frame", "evidence_frame", "weights_frame"):
+    for name in (
+        "metrics_frame",
+        "flow_frame",
+        "evidence_frame",
+        "weights_frame",
+        "lyapunov_frame",
+    ):
         a, b = getattr(member, name)(), getattr(single, name)()
+        if name == "lyapunov_frame":  # below -3 per step a direction collapses within a few
+            # steps (a dead ReLU unit), and from then on rounding picks the QR's next column
+            a, b = a[b.value > -3], b[b.value > -3]
         assert a.drop(columns="value").equals(b.drop(columns="value")), name
         torch.testing.assert_close(
             torch.tensor(a.value.values),

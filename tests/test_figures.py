@@ -76,10 +76,13 @@ def test_the_smoke_experiment_gets_its_figures(smoke, tmp_path):
         "cell_path",
         "flow_heatmaps",
         "init_flow",
+        "jacobian_spectra",
         "learning_curves",
+        "lyapunov",
         "training_dynamics",
     ]
     assert "skip   smoke/success_vs_lag: needs several lags T" in proc.stderr
+    assert "skip   smoke/gradient_snr: no gradient SNR (probe.snr_batches)" in proc.stderr
 
 
 @pytest.mark.parametrize("module", ["study.figures", "study.collect", "study.analysis"])
@@ -99,7 +102,7 @@ def test_every_reader_takes_an_out_dir_an_experiment_or_a_folder_above(smoke, tm
             for lv in (smoke.parent, smoke, smoke / "smoke")
         ]
         assert found[0] and found[0][0].endswith(".png")
-        assert {len(f) for f in found} == {5}
+        assert {len(f) for f in found} == {7}
     else:  # the same experiment, the same tables
         bodies = [o.split("\n", 1)[1] for o in outputs]
         assert bodies[0] == bodies[1] == bodies[2] and "smoke" in outputs[0].splitlines()[0]

@@ -24,7 +24,7 @@ def test_every_model_trains_on_every_task_with_every_probe(model, task):
     overrides = [f"model={model}", f"task={name}", "model.hidden_size=4"]
     overrides += ["task.length=24", "train.steps=2", "train.log_every=1", "train.eval_size=8"]
     overrides += ["train.batch_size=4", "probe.jacobian_examples=2", "probe.jacobian_every=1"]
-    overrides += ["probe.jacobian_lags=3", "probe.power_iters=2"]
+    overrides += ["probe.jacobian_lags=3", "probe.snr_batches=2"]
     if variant:
         overrides.append(f"task.variant={variant}")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -33,7 +33,8 @@ def test_every_model_trains_on_every_task_with_every_probe(model, task):
     rec = train(job.model, job.task, job.make_optimizer, job.settings, 0, probes=job.probes)
     assert rec.status == "completed"
     flow = rec.flow_frame()
-    assert {"grad_norm", "input_grad", "jacobian_spectral"} <= set(flow["quantity"])
+    assert {"grad_norm", "input_grad", "jacobian_spectral", "grad_snr"} <= set(flow["quantity"])
     assert np.isfinite(flow["value"].dropna()).all()
+    assert np.isfinite(rec.lyapunov_frame()["value"]).all()
     states = set(flow.loc[flow["quantity"] == "grad_norm", "state"])
     assert states == set(job.model.cell.state_names)

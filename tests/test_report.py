@@ -32,7 +32,7 @@ def test_the_report_is_one_offline_file_about_every_experiment(report, tiny_stud
     markup = re.sub(r"<script.*?</script>", "", page, flags=re.S)  # plotly's code names URLs
     assert 'src="http' not in markup and 'href="http' not in markup  # the page fetches nothing
     assert re.search(r"<script[^>]*\bsrc=", page) is None  # plotly's script is inline
-    assert page.count("data:image/png;base64,") >= 11  # the study's eleven figures at least
+    assert page.count("data:image/png;base64,") >= 14  # the study's fourteen figures at least
     assert "Success against lag" in page and "Decay of the gradient per step" in page
 
 

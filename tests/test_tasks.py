@@ -138,7 +138,7 @@ def test_every_task_trains_end_to_end(name):
     torch.manual_seed(0)
     model = build_model("gru", task.input_size, task.output_size, hidden_size=8)
     settings = TrainSettings(steps=2, batch_size=4, log_every=1, eval_size=16)
-    probes = ProbeSettings(jacobian_examples=1, power_iters=2)
+    probes = ProbeSettings(jacobian_examples=1, snr_batches=2)
     opt = lambda p: torch.optim.Adam(p)  # noqa: E731
     records = train(model, task, opt, settings, seed=0, probes=probes, progress=False)
     assert records.status == "completed"
