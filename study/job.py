@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
 import os
 import threading
 import time
@@ -140,6 +141,8 @@ def check_optimizer(make_optimizer, model: SequenceModel, node: DictConfig) -> N
         value = node.get(key)
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
             raise ConfigError(f"train.optimizer.{key}={value!r} is invalid: must be a number")
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"train.optimizer.{key}={value!r} is invalid: must be finite, >= 0")
     try:
         optimizer = make_optimizer(list(model.parameters()))
     except (TypeError, ValueError, RuntimeError) as e:

@@ -166,8 +166,8 @@ def test_the_cache_key_does_not_depend_on_how_the_path_is_spelled(tmp_path, monk
 
 # ---- bad input: one line naming the key, nonzero exit, nothing written ---------------------------
 BAD = {
-    "train.optimizer.lr=-0.1": "Invalid learning rate: -0.1",
-    "train.optimizer.lr=nan": "Invalid learning rate: nan",
+    "train.optimizer.lr=-0.1": "train.optimizer.lr=-0.1 is invalid: must be finite, >= 0",
+    "train.optimizer.lr=nan": "train.optimizer.lr=nan is invalid: must be finite, >= 0",
     "train.optimizer.lr=fast": "train.optimizer.lr='fast'",
     "+train.optimizer.betas=[0.9,1.5]": "Invalid beta parameter",
     "train.optimizer._target_=torch.optim.LBFGS": "needs a closure",
