@@ -28,8 +28,8 @@ def decay_ratio(flow: pd.DataFrame, step: int = 0, state: str | None = None, sta
     f = f[f.quantity == "grad_norm"]
     rows = []
     for (path, ident), g in f.groupby(["path", "run_id"], sort=False):
-        g = g.sort_values("position")
-        first, last, T = g.value.iloc[0], g.value.iloc[-1], len(g)
+        g = g.sort_values("lag")  # lag T-1 (position 0) is the largest, also in compact tables
+        first, last, T = g.value.iloc[-1], g.value.iloc[0], int(g.lag.max()) + 1
         ratio = first / last
         rows.append(
             {

@@ -66,6 +66,7 @@ class ProbeSettings:
     snr_batches: int = 0  # independent minibatches for the gradient SNR per lag; 0 = off (costly)
     saturation: float = 0.95  # a unit is saturated beyond this (gates: also below 1 - it)
     horizon_fraction: float = 1e-3  # effective horizon: median gradient above this x the last
+    flow_lags: int | None = None  # keep about this many log-spaced lags in grad_flow; None = all
 
     def __post_init__(self):
         if self.precision not in ("float64", "float32"):
@@ -73,6 +74,8 @@ class ProbeSettings:
             raise ValueError(f"{bad} is invalid: allowed float64, float32")
         for key in ("every", "jacobian_examples", "jacobian_every", "snr_batches"):
             require_int(f"probe.{key}", getattr(self, key), 0)
+        if self.flow_lags is not None:
+            require_int("probe.flow_lags", self.flow_lags, 2)
         for key in ("jacobian_lags", "lyapunov_exponents"):
             require_int(f"probe.{key}", getattr(self, key), 1)
         require_number("probe.saturation", self.saturation)
@@ -341,4 +344,8 @@ def run_probes(
     memory = batch_summary(norms[cell.memory], valid)["median"][::-1]  # by lag, lag 0 first
     scalars["effective_horizon"] = effective_horizon(memory, settings.horizon_fraction)
     flow = pd.concat(rows, ignore_index=True)
+    if settings.flow_lags is not None:  # compact tables: log-spaced lags, the first and last kept
+        keep = {0, T - 1, *log_spaced_lags(T, settings.flow_lags)}
+        spectra = flow.quantity.str.startswith("jacobian_")  # already at their own lags
+        flow = flow[spectra | flow.lag.isin(keep)].reset_index(drop=True)
     return ProbeResult(flow, evidence, weights, lyapunov, scalars)

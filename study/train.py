@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from study.checks import require_int, require_number
+from study.checks import require_bool, require_int, require_number
 from study.ensemble import Ensemble, Single
 from study.model import SequenceModel
 from study.probes import ProbeSettings, run_probes
@@ -36,6 +36,7 @@ class TrainSettings:
     eval_chunk: int = 1_000  # evaluation batch size (bounds memory at long T)
     clip_norm: float | None = 1.0  # clip the global gradient norm to this; None = no clipping
     checkpoint_every: int = 500  # save a resumable checkpoint every this many steps; 0 = never
+    stop_on_solve: bool | None = None  # stop at the first evaluation where the task is solved
 
     def __post_init__(self):
         checks = {
@@ -50,6 +51,8 @@ class TrainSettings:
             require_int(f"train.{key}", value, low)
         if self.clip_norm is not None:
             require_number("train.clip_norm", self.clip_norm, 0, strict=True)
+        if self.stop_on_solve is not None:
+            require_bool("train.stop_on_solve", self.stop_on_solve)
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Records:
     weights: list[pd.DataFrame] = field(default_factory=list)  # spectra of W_hh
     lyapunov: list[pd.DataFrame] = field(default_factory=list)  # Lyapunov exponents
     final: dict = field(default_factory=dict)  # last evaluation and whether the task is solved
+    solved_step: int | None = None  # the first evaluated step at which the task was solved
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The run's tables by name (study.rundir.TABLES)."""
@@ -88,6 +92,11 @@ class Records:
 
     def lyapunov_frame(self) -> pd.DataFrame:
         return _concat(self.lyapunov)
+
+
+def stopped(records: Records, settings: TrainSettings) -> bool:
+    """Whether stop-on-solve has ended this member's training."""
+    return bool(settings.stop_on_solve) and records.solved_step is not None
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -208,7 +217,8 @@ def train_members(
     """Train one model (`Single`) or a seed ensemble, member e on the data of seeds[e]; each
     member's records are those `train` gives its model alone (for an ensemble, up to float
     rounding: batched matmuls sum in another order). A member that diverges stops recording;
-    the others go on. Checkpoints: one per member, in `train`'s format; a run resumes only when
+    the others go on. With `settings.stop_on_solve`, a member stops (status completed) at the
+    first evaluation where the task is solved; the others go on. Checkpoints: one per member, in `train`'s format; a run resumes only when
     every member has one, from the same step."""
     s, probes, E = settings, probes or ProbeSettings(), members.size
     gens = [data_generator(seed, "train") for seed in seeds]
@@ -225,7 +235,8 @@ def train_members(
         for gen, x in zip(gens, saved):
             gen.set_state(x["generator"])
         records, start = [x["records"] for x in saved], saved[0]["next_step"]
-    active = [r.status == "completed" for r in records]  # a diverged member records no more
+    # a diverged member records no more; with stop_on_solve neither does a solved one
+    active = [r.status == "completed" and not stopped(r, s) for r in records]
 
     disable = None if progress is None else not progress
     bar = tqdm(
@@ -267,12 +278,16 @@ def train_members(
                 continue
             if log:
                 eval_loss, eval_metric = evals[e]
+                solved = bool(task.solved(eval_loss, eval_metric))
                 rec.metrics += [
                     {"step": step, "name": "train_loss", "value": train_loss},
                     {"step": step, "name": "grad_norm", "value": grad_norm},
                     {"step": step, "name": "eval_loss", "value": eval_loss},
                     {"step": step, "name": "eval_metric", "value": eval_metric},
+                    {"step": step, "name": "solved", "value": float(solved)},
                 ]
+                if solved and rec.solved_step is None:
+                    rec.solved_step = step
             if probed[e] is not None:
                 rec.metrics += [
                     {"step": step, "name": k, "value": v} for k, v in probed[e].scalars.items()
@@ -292,8 +307,11 @@ def train_members(
                     "step": step,
                     "eval_loss": eval_loss,
                     "eval_metric": eval_metric,
-                    "solved": bool(task.solved(eval_loss, eval_metric)),
+                    "solved": solved,
+                    "solved_step": rec.solved_step,
                 }
+                if stopped(rec, s):  # stop-on-solve: this member is done
+                    active[e] = False
         if log and any(active):
             shown = [e for e in range(E) if active[e]]
             train_loss = np.mean([losses[e].item() for e in shown])

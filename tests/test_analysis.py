@@ -20,12 +20,16 @@ def test_decay_ratio_is_first_over_last_and_its_geometric_rate():
             "state": "h",
             "stat": "median",
             "position": np.arange(T),
+            "lag": T - 1 - np.arange(T),
             "value": values,
         }
     )
     (row,) = decay_ratio(flow).to_dict("records")
     assert row["ratio"] == pytest.approx(0.5 ** (T - 1), rel=1e-12)
     assert row["per_step"] == pytest.approx(0.5, rel=1e-12)
+    # a compact table (probe.flow_lags) keeps the first and last positions: the same numbers
+    (compact,) = decay_ratio(flow[flow.lag.isin([0, 1, 4, T - 1])]).to_dict("records")
+    assert compact["T"] == T and compact["ratio"] == pytest.approx(row["ratio"], rel=1e-12)
 
 
 def test_success_table_counts_seeds():
