@@ -16,6 +16,43 @@ import pandas as pd
 
 from study.results import experiments_or_exit, load_runs, load_table
 
+NAMES = {"mingru": "minGRU", "minlstm": "minLSTM", "lru": "LRU"}  # display names of cells
+
+
+def model_label(run: pd.Series) -> str:
+    """A readable name for a run's recurrence and its initialisation."""
+    cell = run["cfg.model.cell"]
+    if cell == "lstm":
+        if run.get("cfg.model.forget_gate") is False:
+            return "LSTM, no forget gate (1997)"
+        bias, chrono = run.get("cfg.model.forget_bias"), run.get("cfg.model.chrono")
+        if chrono is not None and not pd.isna(chrono):
+            return f"LSTM, chrono T_max={_t_max(run, chrono)}"
+        return "LSTM" if bias is None or pd.isna(bias) else f"LSTM, forget bias {bias:g}"
+    if cell == "rnn":
+        init, gain = run.get("cfg.model.recurrent_init"), run.get("cfg.model.recurrent_gain")
+        name = "RNN" if run.get("cfg.model.nonlinearity", "tanh") == "tanh" else "ReLU RNN"
+        return name if init == "default" else f"{name}, {init} ×{gain:g}"
+    chrono = run.get("cfg.model.chrono")
+    if cell == "gru" and chrono is not None and not pd.isna(chrono):
+        return f"GRU, chrono T_max={_t_max(run, chrono)}"
+    return NAMES.get(cell, cell.upper())
+
+
+def _t_max(run: pd.Series, chrono: float) -> str:
+    """chrono's T_max as written in a label: "T" when it is the run's lag (one label across T)."""
+    return "T" if chrono == run.get("cfg.task.length") else f"{chrono:g}"
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval for a binomial proportion."""
+    if n == 0:
+        return np.nan, np.nan
+    p = successes / n
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)  # rounding can step outside [0, 1]
+
 
 def decay_ratio(flow: pd.DataFrame, step: int = 0, state: str | None = None, stat="median"):
     """Per run: value at the first position over value at the last, and the per-step factor

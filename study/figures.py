@@ -23,7 +23,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from study import plots, plots_dynamics
+from study import plots, plots_dynamics, plots_learning
 from study.results import experiments, experiments_or_exit, load_runs, load_table
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,17 @@ def _needs(quantity: str, what: str):
 
 def _needs_lyapunov(runs, tables):
     return None if len(tables["lyapunov"]) else "no Lyapunov exponents (probe.jacobian_examples)"
+
+
+def _needs_stop_on_solve(runs, tables):
+    stop = runs.get("cfg.train.stop_on_solve")
+    if stop is None or not stop.fillna(False).astype(bool).any():
+        return "no run stops on solve (train.stop_on_solve)"
+    return _needs_training(runs, tables)
+
+
+def _needs_stop_and_lags(runs, tables):
+    return _needs_stop_on_solve(runs, tables) or _needs_lags(runs, tables)
 
 
 def _setting(runs: pd.DataFrame) -> pd.DataFrame:
@@ -164,6 +175,24 @@ KINDS = {
         _needs("grad_snr", "gradient SNR (probe.snr_batches)"),
         lambda runs, grad_flow, metrics: plots_dynamics.gradient_snr(grad_flow, metrics, runs),
     ),
+    "study_success": Kind((), _needs_stop_and_lags, plots_learning.success),
+    "study_solve_speed": Kind(
+        ("metrics",),
+        _needs_stop_and_lags,
+        lambda runs, metrics: plots_learning.solve_speed(metrics, runs),
+    ),
+    "study_reach": Kind(
+        ("evidence", "grad_flow", "metrics"),
+        _needs_stop_on_solve,
+        lambda runs, evidence, grad_flow, metrics: plots_learning.reach(
+            evidence, grad_flow, metrics, runs
+        ),
+    ),
+    "study_curves": Kind(
+        ("metrics",),
+        _needs_stop_on_solve,
+        lambda runs, metrics: plots_learning.curves(metrics, runs),
+    ),
 }
 
 FIGURES = {  # the study's figures: file name -> (kind, experiments to read, in order of preference)
@@ -181,6 +210,10 @@ FIGURES = {  # the study's figures: file name -> (kind, experiments to read, in 
     "fig5a_lyapunov": ("lyapunov", ("dynamics",)),
     "fig5b_jacobian_spectra": ("jacobian_spectra", ("dynamics",)),
     "fig5c_gradient_snr": ("gradient_snr", ("dynamics",)),
+    "fig6a_success": ("study_success", ("study_adding",)),
+    "fig6b_solve_speed": ("study_solve_speed", ("study_adding",)),
+    "fig6c_reach": ("study_reach", ("study_adding",)),
+    "fig6d_curves": ("study_curves", ("study_adding",)),
 }
 
 

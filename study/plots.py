@@ -16,11 +16,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.colors import TwoSlopeNorm
 
-from study.analysis import decay_ratio
+from study.analysis import NAMES, decay_ratio, model_label, wilson
 
 CELL_ORDER = ["rnn", "lstm", "gru", "mingru", "minlstm", "lru"]
 LINEAR = {"mingru", "minlstm", "lru"}  # the linear-recurrence cells (study/linear_cells.py)
-NAMES = {"mingru": "minGRU", "minlstm": "minLSTM", "lru": "LRU"}
 PALETTE = dict(zip(CELL_ORDER, sns.color_palette("tab10", len(CELL_ORDER))))  # one colour per cell
 
 
@@ -39,26 +38,6 @@ def name(cell: str) -> str:
 
 
 GRAD = "median ‖∂ℓ/∂h_t‖ per example"
-
-
-def model_label(run: pd.Series) -> str:
-    """A readable name for a run's recurrence and its initialisation."""
-    cell = run["cfg.model.cell"]
-    if cell == "lstm":
-        if run.get("cfg.model.forget_gate") is False:
-            return "LSTM, no forget gate (1997)"
-        bias, chrono = run.get("cfg.model.forget_bias"), run.get("cfg.model.chrono")
-        if chrono is not None and not pd.isna(chrono):
-            return f"LSTM, chrono T_max={chrono:g}"
-        return "LSTM" if bias is None or pd.isna(bias) else f"LSTM, forget bias {bias:g}"
-    if cell == "rnn":
-        init, gain = run.get("cfg.model.recurrent_init"), run.get("cfg.model.recurrent_gain")
-        name = "RNN" if run.get("cfg.model.nonlinearity", "tanh") == "tanh" else "ReLU RNN"
-        return name if init == "default" else f"{name}, {init} ×{gain:g}"
-    chrono = run.get("cfg.model.chrono")
-    if cell == "gru" and chrono is not None and not pd.isna(chrono):
-        return f"GRU, chrono T_max={chrono:g}"
-    return NAMES.get(cell, cell.upper())
 
 
 def _span(values: list) -> str:
@@ -184,16 +163,6 @@ def init_heatmap(flow: pd.DataFrame, runs: pd.DataFrame, setting: str, title: st
     ax.set_title(title + "\n" + describe(runs), fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval for a binomial proportion."""
-    if n == 0:
-        return np.nan, np.nan
-    p = successes / n
-    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
-    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
-    return centre - half, centre + half
 
 
 def success_vs_lag(runs: pd.DataFrame, title: str = "Learning across lags", learned=0.1):

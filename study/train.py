@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -37,6 +38,8 @@ class TrainSettings:
     clip_norm: float | None = 1.0  # clip the global gradient norm to this; None = no clipping
     checkpoint_every: int = 500  # save a resumable checkpoint every this many steps; 0 = never
     stop_on_solve: bool | None = None  # stop at the first evaluation where the task is solved
+    stream_window: int | None = None  # stop once the last N training sequences were all correct
+    stream_loss: float | None = None  # ... and their mean loss is below this (the 1997 rule)
 
     def __post_init__(self):
         checks = {
@@ -53,6 +56,13 @@ class TrainSettings:
             require_number("train.clip_norm", self.clip_norm, 0, strict=True)
         if self.stop_on_solve is not None:
             require_bool("train.stop_on_solve", self.stop_on_solve)
+        if (self.stream_window is None) != (self.stream_loss is None):
+            raise ValueError(
+                "train.stream_window and train.stream_loss go together: set both or neither"
+            )
+        if self.stream_window is not None:
+            require_int("train.stream_window", self.stream_window, 1)
+            require_number("train.stream_loss", self.stream_loss, 0, strict=True)
 
 
 @dataclass
@@ -95,8 +105,28 @@ class Records:
 
 
 def stopped(records: Records, settings: TrainSettings) -> bool:
-    """Whether stop-on-solve has ended this member's training."""
-    return bool(settings.stop_on_solve) and records.solved_step is not None
+    """Whether stop-on-solve or the stream rule has ended this member's training."""
+    stops = settings.stop_on_solve or settings.stream_window is not None
+    return bool(stops) and records.solved_step is not None
+
+
+class Stream:
+    """Hochreiter & Schmidhuber's (1997) stopping rule on the training stream: the last `window`
+    training sequences (as the model met them, before its update) were all correct (the task's
+    per-sequence metric is 1) and their mean loss is below `loss`."""
+
+    def __init__(self, window: int, loss: float):
+        self.window, self.loss = window, loss
+        self.recent: deque[tuple[float, float]] = deque(maxlen=window)
+
+    def holds_after(self, losses: Tensor, metrics: Tensor) -> bool:
+        """Add one batch of sequences; whether the rule holds now."""
+        self.recent.extend(zip(losses.tolist(), metrics.tolist()))
+        if len(self.recent) < self.window:
+            return False
+        return all(m == 1.0 for _, m in self.recent) and (
+            sum(lo for lo, _ in self.recent) / self.window < self.loss
+        )
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -141,18 +171,25 @@ def gradient_step(
     optimizer: torch.optim.Optimizer,
     batches: list[Batch],
     clip_norm: float | None,
-) -> tuple[list[Tensor], list[Tensor]]:
+    per_example: bool = False,
+) -> tuple[list[Tensor], list[Tensor], list[tuple[Tensor, Tensor]] | None]:
     """The gradient half of one training step, as the loop and the benchmark run it: each
     member's mean loss on its own batch, one backward pass of their sum (members share no
     parameter, so each gets exactly its own gradient), each member's gradient clipped on its
-    own. Returns the losses and the gradient norms before clipping; `optimizer.step()` (after
-    the loop has checked them for divergence) completes the step."""
+    own. Returns the losses and the gradient norms before clipping, and with `per_example`
+    each member's per-sequence losses and metrics (detached; None otherwise);
+    `optimizer.step()` (after the loop has checked them for divergence) completes the step."""
     ys = members.predict([b.x for b in batches], [b.valid for b in batches])
-    losses = [task.loss(task.select(y), b).mean() for y, b in zip(ys, batches)]
+    per_loss = [task.loss(task.select(y), b) for y, b in zip(ys, batches)]
+    losses = [loss.mean() for loss in per_loss]
     optimizer.zero_grad(set_to_none=True)
     torch.stack(losses).sum().backward()
     norms = [clip_(members.member_grads(e), clip_norm) for e in range(members.size)]
-    return losses, norms
+    if not per_example:
+        return losses, norms, None
+    with torch.no_grad():
+        metrics = [task.metric(task.select(y), b) for y, b in zip(ys, batches)]
+    return losses, norms, [(lo.detach(), m) for lo, m in zip(per_loss, metrics)]
 
 
 def train_step(members, task, optimizer, batches, clip_norm) -> None:
@@ -218,8 +255,10 @@ def train_members(
     member's records are those `train` gives its model alone (for an ensemble, up to float
     rounding: batched matmuls sum in another order). A member that diverges stops recording;
     the others go on. With `settings.stop_on_solve`, a member stops (status completed) at the
-    first evaluation where the task is solved; the others go on. Checkpoints: one per member, in `train`'s format; a run resumes only when
-    every member has one, from the same step."""
+    first evaluation where the task is solved, with `settings.stream_window` at the first step
+    where the stream rule holds (an evaluation is added there); the others go on. Checkpoints:
+    one per member, in `train`'s format; a run resumes only when every member has one, from the
+    same step."""
     s, probes, E = settings, probes or ProbeSettings(), members.size
     gens = [data_generator(seed, "train") for seed in seeds]
     members.to(device)
@@ -237,6 +276,11 @@ def train_members(
         records, start = [x["records"] for x in saved], saved[0]["next_step"]
     # a diverged member records no more; with stop_on_solve neither does a solved one
     active = [r.status == "completed" and not stopped(r, s) for r in records]
+    window = s.stream_window
+    streams = [Stream(window, s.stream_loss) for _ in seeds] if window else None
+    if streams and start:  # a resumed run refills the window it had
+        for stream, x in zip(streams, saved):
+            stream.recent.extend(x.get("stream", []))
 
     disable = None if progress is None else not progress
     bar = tqdm(
@@ -256,7 +300,14 @@ def train_members(
                 records[e].evidence.append(probed[e].evidence)
                 records[e].weights.append(probed[e].weights)
                 records[e].lyapunov.append(probed[e].lyapunov)
-        losses, norms = gradient_step(members, task, optimizer, batches, s.clip_norm)
+        losses, norms, per = gradient_step(
+            members, task, optimizer, batches, s.clip_norm, streams is not None
+        )
+        hit = [False] * E
+        if streams:
+            for e in filter(active.__getitem__, range(E)):
+                hit[e] = streams[e].holds_after(*per[e])
+            log = log or any(hit)  # evaluate where the rule stops a member
         evals = evaluate(members, task, eval_batches, s.eval_chunk) if log else None
 
         for e in filter(active.__getitem__, range(E)):
@@ -286,7 +337,10 @@ def train_members(
                     {"step": step, "name": "eval_metric", "value": eval_metric},
                     {"step": step, "name": "solved", "value": float(solved)},
                 ]
-                if solved and rec.solved_step is None:
+                if solved and rec.solved_step is None and not streams:
+                    rec.solved_step = step
+                if hit[e]:  # the stream rule holds: the 1997 criterion of success
+                    rec.metrics.append({"step": step, "name": "stream_solved", "value": 1.0})
                     rec.solved_step = step
             if probed[e] is not None:
                 rec.metrics += [
@@ -330,6 +384,7 @@ def train_members(
                             **members.member_state(e, optimizer),
                             "generator": gens[e].get_state(),
                             "records": records[e],
+                            "stream": list(streams[e].recent) if streams else [],
                         }
                     )
 

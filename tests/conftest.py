@@ -56,6 +56,7 @@ EXPERIMENTS = {
     "memory_path": [*TRAINED, "task.length=8"],
     "matched": [*TRAINED, "task.length=8", "seed=0", "model.match_params=null,300"],
     "dynamics": [*TRAINED, "task.length=8", "seed=0", "model=rnn,lstm,lru", "probe.snr_batches=3"],
+    "study_adding": [*TRAINED, "task.length=5,10", "seed=0,1", "model=rnn,lstm_chrono"],
 }
 
 

@@ -74,7 +74,7 @@ def test_every_experiment_composes_and_its_first_job_trains(name):
         )
         jobs = sweep_jobs(base, [f"experiment={name}"])
         assert jobs, name
-        tiny = ["model.hidden_size=4", "train.batch_size=4", "train.eval_size=8", "task.length=8"]
+        tiny = ["model.hidden_size=4", "train.batch_size=4", "train.eval_size=8", "task.length=24"]
         tiny += ["train.steps=2", "train.log_every=1"]
         cfg = compose(config_name="config", overrides=jobs[0] + tiny)
     job = build(cfg, check_task=True)

@@ -1,0 +1,198 @@
+"""`study-learning RESULTS`: what the learning runs show, from their tables: success rates with
+Wilson intervals, sequences-to-solve, whether a failed run's loss stayed at the baseline, and the
+rank correlation between the gradient that reaches the evidence at initialisation and how fast
+a run learns.
+
+Every function takes the tidy tables of study.results (runs, metrics, evidence, grad_flow) and
+returns a DataFrame or numbers; figures (study/plots_learning.py), the CLI and the README's
+numbers all come from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from study.analysis import model_label, wilson
+from study.results import experiments, experiments_or_exit, load_runs, load_table
+
+
+def with_model(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs with `model` (a readable name of the recurrence and its initialisation, one per
+    config across lags) and `T` (the task's length) columns."""
+    return runs.assign(model=runs.apply(model_label, axis=1), T=runs["cfg.task.length"])
+
+
+def solve_times(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run: the first evaluated step at which its task counted as solved (the `solved` rows
+    of metrics.parquet) and the training sequences seen by then (updates x batch size); NaN for
+    a run that never solved it within its budget."""
+    hit = metrics[(metrics.name == "solved") & (metrics.value > 0)]
+    first = hit.groupby("path").step.min()
+    out = runs[["path", "cfg.train.batch_size"]].set_index("path")
+    steps = first.reindex(out.index).astype(float)
+    sequences = steps * out["cfg.train.batch_size"]
+    return pd.DataFrame({"steps_to_solve": steps, "sequences_to_solve": sequences}).reset_index()
+
+
+def success_rates(runs: pd.DataFrame, by=("model", "T"), z: float = 1.96) -> pd.DataFrame:
+    """Per group: seeds solved k, seeds run n, the rate k/n and its Wilson score interval."""
+    rows = []
+    for key, g in runs.groupby(list(by), sort=True):
+        k, n = int(g.solved.fillna(False).astype(bool).sum()), len(g)
+        lo, hi = wilson(k, n, z)
+        rows.append({**dict(zip(by, key)), "k": k, "n": n, "rate": k / n, "lo": lo, "hi": hi})
+    return pd.DataFrame(rows)
+
+
+def solve_summary(solve: pd.DataFrame, runs: pd.DataFrame, by=("model", "T")) -> pd.DataFrame:
+    """Per group, over its solved runs: how many, and the median and quartiles of sequences-to-
+    solve (NaN where none solved)."""
+    d = runs[["path", *by]].merge(solve, on="path")
+    rows = []
+    for key, g in d.groupby(list(by), sort=True):
+        s = g.sequences_to_solve.dropna()
+        q = s.quantile([0.25, 0.5, 0.75]) if len(s) else pd.Series([np.nan] * 3, [0.25, 0.5, 0.75])
+        rows.append(
+            {**dict(zip(by, key)), "solved": len(s), "n": len(g)}
+            | {"q25": q[0.25], "median": q[0.5], "q75": q[0.75]}
+        )
+    return pd.DataFrame(rows)
+
+
+def plateau(metrics: pd.DataFrame, runs: pd.DataFrame, last: float = 0.5) -> pd.DataFrame:
+    """Per run: its evaluation loss relative to the task's memoryless baseline over the last
+    `last` fraction of the steps it trained (min, max, first and last value there). A run whose
+    minimum there is near 1 was flat at the baseline: a failure, not a run cut short."""
+    loss = metrics[metrics.name == "eval_loss"].merge(runs[["path", "baseline"]], on="path")
+    rows = []
+    for path, g in loss.groupby("path", sort=False):
+        g = g.sort_values("step")
+        tail = g[g.step >= (1 - last) * g.step.max()]
+        rel = (tail.value / tail.baseline).to_numpy()
+        rows.append(
+            {
+                "path": path,
+                "from_step": int(tail.step.iloc[0]),
+                "to_step": int(tail.step.iloc[-1]),
+                "rel_min": rel.min(),
+                "rel_max": rel.max(),
+                "rel_first": rel[0],
+                "rel_last": rel[-1],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def gradient_reach(
+    evidence: pd.DataFrame, flow: pd.DataFrame, runs: pd.DataFrame, step: int = 0
+) -> pd.DataFrame:
+    """Per run, at training `step` (0: initialisation): the median over the probe batch of
+    ||dl/dx_t|| at each example's earliest evidence position (the longest lag the task asks it
+    to bridge), over the median ||dl/dx_t|| at the last step (lag 0). The fraction of the error
+    signal that reaches the evidence; it does not depend on the loss's scale."""
+    ev = evidence[(evidence.step == step) & (evidence.quantity == "input_grad")]
+    ev = ev.reset_index(drop=True)
+    earliest = ev.loc[ev.groupby(["path", "example"]).lag.idxmax()]
+    at_evidence = earliest.groupby("path").value.median()
+    f = flow[(flow.step == step) & (flow.quantity == "input_grad") & (flow.stat == "median")]
+    at_end = f[f.lag == 0].set_index("path").value
+    reach = (at_evidence / at_end.reindex(at_evidence.index)).rename("reach")
+    lag = earliest.groupby("path").lag.median().rename("evidence_lag")
+    return pd.concat([reach, lag], axis=1).reset_index().rename(columns={"index": "path"})
+
+
+def spearman(x, y, z: float = 1.96) -> dict:
+    """Spearman's rank correlation of x and y (ties get their average rank; an infinite value
+    ranks above every finite one, so "never solved" is the slowest), with an approximate 95 %
+    interval from Fisher's z with the variance 1.06 / (n - 3) of Fieller, Hartley & Pearson
+    (1957)."""
+    x, y = pd.Series(np.asarray(x, float)), pd.Series(np.asarray(y, float))
+    keep = x.notna() & y.notna()
+    rx, ry = x[keep].rank(), y[keep].rank()  # average ranks; inf is the largest value
+    n = int(keep.sum())
+    varies = n > 2 and rx.nunique() > 1 and ry.nunique() > 1  # a constant has no rank order
+    rho = float(np.corrcoef(rx, ry)[0, 1]) if varies else np.nan
+    if n > 3 and abs(rho) < 1:
+        half = z * math.sqrt(1.06 / (n - 3))
+        lo, hi = math.tanh(math.atanh(rho) - half), math.tanh(math.atanh(rho) + half)
+    else:
+        lo = hi = np.nan
+    return {"rho": rho, "lo": lo, "hi": hi, "n": n}
+
+
+def reach_vs_learning(
+    evidence: pd.DataFrame, flow: pd.DataFrame, metrics: pd.DataFrame, runs: pd.DataFrame
+) -> tuple[pd.DataFrame, dict]:
+    """Per run, the gradient reach at initialisation and the sequences it took to solve the
+    task (inf: not solved within its budget), and their Spearman correlation over all runs.
+    "A network learns the lags its gradient reaches" predicts a negative rho."""
+    d = with_model(runs)[["path", "model", "cell", "T", "solved"]]
+    d = d.merge(gradient_reach(evidence, flow, runs), on="path")
+    d = d.merge(solve_times(metrics, runs), on="path")
+    d["to_solve"] = d.sequences_to_solve.fillna(np.inf)
+    return d, spearman(np.log10(d.reach), d.to_solve)
+
+
+def summary(folder) -> dict[str, pd.DataFrame | dict]:
+    """The study's numbers from one experiment folder: success rates with Wilson intervals,
+    sequences-to-solve, the plateau of every failed run (its last half), and the rank
+    correlation of gradient reach with learning."""
+    runs = with_model(load_runs(folder))
+    metrics = load_table(folder, "metrics", runs)
+    rates = success_rates(runs)
+    speed = solve_summary(solve_times(metrics, runs), runs)
+    failed = runs[~runs.solved.fillna(False).astype(bool)]
+    flat = plateau(metrics, failed).merge(failed[["path", "model", "T"]], on="path")
+    flat = flat.groupby(["model", "T"]).agg(
+        n=("path", "size"), rel_min=("rel_min", "min"), rel_max=("rel_max", "max")
+    )
+    evidence, flow = load_table(folder, "evidence", runs), load_table(folder, "grad_flow", runs)
+    per_run, rho = reach_vs_learning(evidence, flow, metrics, runs)
+    return {"success": rates, "speed": speed, "plateau": flat.reset_index(), "reach": rho}
+
+
+def print_summary(folder) -> None:
+    """The study's numbers of one experiment folder, as tables (the CLI and the notebook)."""
+    s = summary(folder)
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
+        print("seeds solved k of n, rate and 95 % Wilson interval")
+        print(s["success"].to_string(index=False))
+        print("\nsequences to solve over the solved seeds: median and quartiles")
+        print(s["speed"].to_string(index=False))
+        print("\nfailed runs: eval loss / baseline over the last half of the budget")
+        print(s["plateau"].to_string(index=False))
+    r = s["reach"]
+    print("\nSpearman rho, gradient reach at init vs sequences to solve (not solved: slowest):")
+    print(f"{r['rho']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}], n = {r['n']} runs")
+
+
+def show_summary(results, experiment: str) -> None:
+    """For a notebook: the numbers of `experiment` under `results`, or a note that it is absent."""
+    found = experiments(Path(results))
+    if experiment not in found:
+        print(f"{experiment}: not under {results}")
+        return
+    print_summary(found[experiment])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The learning study's numbers, per experiment.")
+    parser.add_argument("results", help="an out_dir, an experiment, or a folder above")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    for name, folder in experiments_or_exit(parser, args.results).items():
+        print(f"== {name} ({folder})")
+        if load_runs(folder).empty:
+            print("no finished runs")
+            continue
+        print_summary(folder)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Figures of the learning study: success against lag with Wilson intervals, sequences-to-solve
+against lag, the gradient reaching the evidence at initialisation against how fast a run
+learned, and every run's learning curve with its last half marked.
+
+Each function takes the tidy tables (study.results) and returns a matplotlib Figure; the numbers
+come from study/learning.py. A model is a cell with its initialisation (study.analysis.
+model_label), one colour each, in the study's order of cells.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from study import learning
+from study.plots import CELL_ORDER, describe
+
+
+def _models(runs: pd.DataFrame) -> tuple[list[str], dict]:
+    """The models among runs (a `model` column), cells in the study's order, and a colour each."""
+    first = runs.groupby("model").cell.first()
+    rank = {c: i for i, c in enumerate(CELL_ORDER)}
+    order = sorted(first.index, key=lambda m: (rank.get(first[m], len(rank)), m))
+    palette = sns.color_palette("tab10" if len(order) <= 10 else "tab20", len(order))
+    return order, dict(zip(order, palette))
+
+
+def _lag_axis(ax, Ts) -> None:
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(sorted(Ts), [str(t) for t in sorted(Ts)])
+    ax.set_xlabel("lag T (sequence length)")
+
+
+def _budget(runs: pd.DataFrame) -> float:
+    """The largest training budget among the runs, in sequences (updates x batch size)."""
+    return float((runs["cfg.train.steps"] * runs["cfg.train.batch_size"]).max())
+
+
+def success(runs: pd.DataFrame):
+    """Fraction of seeds that solved the task (its own criterion) against T, one line per
+    model, with 95 % Wilson intervals."""
+    r = learning.with_model(runs)
+    rates = learning.success_rates(r)
+    order, colors = _models(r)
+    fig, ax = plt.subplots(figsize=(8.5, 4.4), layout="constrained")
+    for i, model in enumerate(order):
+        g = rates[rates.model == model].sort_values("T")
+        x = g["T"] * 1.035 ** (i - (len(order) - 1) / 2)  # spread the bars apart
+        err = [g.rate - g.lo, g.hi - g.rate]
+        ax.errorbar(x, g.rate, yerr=err, marker="o", capsize=3, color=colors[model], label=model)
+    _lag_axis(ax, rates["T"].unique())
+    ax.set_ylim(-0.04, 1.04)
+    ax.set_ylabel(f"fraction of seeds solved (n = {_n(rates.n)}), 95 % Wilson CI")
+    ax.set_title(f"Success against lag (the task's criterion)\n{describe(runs)}", fontsize=9)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+def _n(n: pd.Series) -> str:
+    return f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
+
+
+def solve_speed(metrics: pd.DataFrame, runs: pd.DataFrame):
+    """Sequences-to-solve against T (log-log), one line per model: the median over its solved
+    seeds with the quartiles as bars, every solved run as a dot, and the budget (dashed)."""
+    r = learning.with_model(runs)
+    solve = learning.solve_times(metrics, r)
+    summary = learning.solve_summary(solve, r)
+    runs_solved = r[["path", "model", "T"]].merge(solve, on="path").dropna()
+    order, colors = _models(r)
+    fig, ax = plt.subplots(figsize=(8.5, 4.4), layout="constrained")
+    for i, model in enumerate(order):
+        shift = 1.035 ** (i - (len(order) - 1) / 2)
+        dots = runs_solved[runs_solved.model == model]
+        ax.scatter(dots["T"] * shift, dots.sequences_to_solve, s=8, color=colors[model], alpha=0.4)
+        g = summary[(summary.model == model) & (summary.solved > 0)].sort_values("T")
+        err = [g["median"] - g.q25, g.q75 - g["median"]]
+        ax.errorbar(g["T"] * shift, g["median"], yerr=err, marker="o", capsize=3,
+                    color=colors[model], label=model)  # fmt: skip
+    ax.axhline(_budget(runs), color="0.3", ls="--", lw=1, label="budget")
+    _lag_axis(ax, r["T"].unique())
+    ax.set_yscale("log")
+    ax.set_ylabel("training sequences to solve (median, quartiles)")
+    ax.set_title(f"How fast each model solves, over its solved seeds\n{describe(runs)}", fontsize=9)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+def reach(evidence: pd.DataFrame, flow: pd.DataFrame, metrics: pd.DataFrame, runs: pd.DataFrame):
+    """Per run: the fraction of the error signal that reaches the earliest evidence at
+    initialisation (x) against the sequences it took to solve the task (y); runs never solved
+    sit in a band above the budget. Spearman's rho over all runs in the title."""
+    d, rho = learning.reach_vs_learning(evidence, flow, metrics, runs)
+    order, colors = _models(d)
+    budget = _budget(runs)
+    unsolved_y = budget * 2.2
+    fig, ax = plt.subplots(figsize=(8.5, 4.8), layout="constrained")
+    for model in order:
+        g = d[d.model == model]
+        y = g.sequences_to_solve.fillna(unsolved_y)
+        solved = g.sequences_to_solve.notna()
+        ax.scatter(g.reach[solved], y[solved], s=14, color=colors[model], label=model)
+        ax.scatter(g.reach[~solved], y[~solved], s=14, color=colors[model], marker="x")
+    ax.axhline(budget, color="0.3", ls="--", lw=1)
+    band = ax.get_yaxis_transform()  # x in axes coordinates, y in data
+    ax.text(0.01, unsolved_y * 1.25, "not solved within the budget (x)", fontsize=8, transform=band)
+    ax.text(0.01, budget * 0.85, "budget", fontsize=8, transform=band, va="top")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    low = d.sequences_to_solve.min()
+    ax.set_ylim((low if low == low else budget) / 3, unsolved_y * 2)  # low != low: none solved
+    ax.set_xlabel("‖∂ℓ/∂x‖ at the earliest marker / at the last step, at initialisation (median)")
+    ax.set_ylabel("training sequences to solve")
+    stat = f"Spearman ρ = {rho['rho']:.2f} [{rho['lo']:.2f}, {rho['hi']:.2f}], n = {rho['n']} runs"
+    ax.set_title(f"A network learns the lags its gradient reaches: {stat}\n{describe(runs)}",
+                 fontsize=9)  # fmt: skip
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+def curves(metrics: pd.DataFrame, runs: pd.DataFrame, last: float = 0.5):
+    """One panel per model: every run's evaluation loss over the memoryless baseline against
+    the sequences it trained on, coloured by T; the last `last` of the budget shaded, where a
+    failed run's curve must be flat at 1 for the failure to be a failure."""
+    r = learning.with_model(runs)
+    m = metrics[metrics.name == "eval_loss"].merge(
+        r[["path", "model", "T", "baseline", "cfg.train.batch_size"]], on="path"
+    )
+    m = m.assign(rel=m.value / m.baseline, sequences=m.step * m["cfg.train.batch_size"])
+    order, _ = _models(r)
+    Ts = sorted(r["T"].unique())
+    tcolor = dict(zip(Ts, sns.color_palette("viridis", len(Ts))))
+    cols = min(3, len(order))
+    rows = int(np.ceil(len(order) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.7 * rows + 0.6), sharex=True,
+                             sharey=True, squeeze=False, layout="constrained")  # fmt: skip
+    budget = _budget(runs)
+    for ax, model in zip(axes.flat, order):
+        for (_, T), g in m[m.model == model].groupby(["path", "T"]):
+            ax.plot(g.sequences, g.rel, color=tcolor[T], lw=0.7, alpha=0.8)
+        ax.axvspan((1 - last) * budget, budget, color="0.92", zorder=0)
+        ax.axhline(1, color="0.3", ls="--", lw=0.8)
+        ax.axhline(0.01, color="0.3", ls=":", lw=0.8)
+        ax.set_title(model, fontsize=9)
+        ax.set_yscale("log")
+    for ax in axes.flat[len(order) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("training sequences")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("eval loss / baseline")
+    handles = [plt.Line2D([], [], color=tcolor[T], label=f"T = {T}") for T in Ts]
+    fig.legend(handles=handles, loc="outside right center", fontsize=8)
+    fig.suptitle(f"Every run's learning curve\n{describe(runs)}\ndashed: the memoryless baseline;"
+                 " dotted: 1 % of it; shaded: the last half of the budget", fontsize=9)  # fmt: skip
+    return fig

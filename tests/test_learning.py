@@ -1,0 +1,252 @@
+"""The learning study's numbers (study/learning.py) against independent computations on
+synthetic tables, and stop-on-solve against the same run trained without it."""
+
+import functools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from study.learning import (
+    gradient_reach,
+    plateau,
+    solve_summary,
+    solve_times,
+    spearman,
+    success_rates,
+)
+from study.model import build_model
+from study.tasks.adding import Adding
+from study.train import Stream, TrainSettings, train
+
+
+def _synthetic(seed=0, n_runs=40, evals=15, every=200):
+    """Runs with a model, T and batch size, and metrics whose `solved` rows flip on and off at
+    random after a random first success (or never): the truth kept apart as plain lists."""
+    rng = np.random.default_rng(seed)
+    runs, rows, truth = [], [], {}
+    for i in range(n_runs):
+        path = f"run{i}"
+        batch = int(rng.choice([16, 32, 64]))
+        model, T = ["A", "B", "C"][i % 3], [50, 200][i % 2]
+        first = int(rng.integers(0, evals)) if rng.random() < 0.6 else None
+        flags = []
+        for j in range(evals):
+            on = first is not None and j >= first and (j == first or rng.random() < 0.7)
+            flags.append(on)
+            rows += [{"path": path, "step": j * every, "name": "solved", "value": float(on)}]
+            rows += [{"path": path, "step": j * every, "name": "eval_loss", "value": rng.random()}]
+        truth[path] = None if first is None else first * every * batch
+        solved = flags[-1]
+        runs.append(
+            {"path": path, "model": model, "T": T, "cfg.train.batch_size": batch, "solved": solved}
+        )
+    return pd.DataFrame(runs), pd.DataFrame(rows), truth
+
+
+def test_sequences_to_solve_is_the_first_solved_evaluation_times_the_batch():
+    runs, metrics, truth = _synthetic()
+    got = solve_times(metrics.sample(frac=1, random_state=1), runs).set_index("path")
+    for path, sequences in truth.items():
+        value = got.loc[path, "sequences_to_solve"]
+        assert math.isnan(value) if sequences is None else value == sequences, path
+
+
+def _wilson_by_inversion(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson interval from its definition: the p whose score statistic
+    |k/n - p| / sqrt(p (1 - p) / n) equals z, found by bisection on either side of k/n."""
+
+    def score(p):
+        return abs(k / n - p) / math.sqrt(p * (1 - p) / n) - z
+
+    def root(lo, hi):  # score(lo) and score(hi) differ in sign
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if (score(mid) > 0) == (score(lo) > 0) else (lo, mid)
+        return (lo + hi) / 2
+
+    p = k / n
+    lower = 0.0 if k == 0 else root(1e-15, min(p, 1 - 1e-15))
+    upper = 1.0 if k == n else root(max(p, 1e-15), 1 - 1e-15)
+    return lower, upper
+
+
+def test_success_rates_count_seeds_and_their_wilson_intervals_invert_the_score_test():
+    runs, _, _ = _synthetic(n_runs=60)
+    rates = success_rates(runs)
+    for _, row in rates.iterrows():
+        group = runs[(runs.model == row.model) & (runs["T"] == row["T"])]
+        k = sum(bool(s) for s in group.solved)
+        assert (row.k, row.n) == (k, len(group))
+        lo, hi = _wilson_by_inversion(k, len(group))
+        assert row.lo == pytest.approx(lo, abs=1e-9) and row.hi == pytest.approx(hi, abs=1e-9)
+    for k, n in [(0, 10), (10, 10), (3, 10), (1, 5)]:
+        lo, hi = _wilson_by_inversion(k, n)
+        got = success_rates(
+            pd.DataFrame({"model": "A", "T": 1, "solved": [True] * k + [False] * (n - k)})
+        )
+        assert got.lo[0] == pytest.approx(lo, abs=1e-9) and got.hi[0] == pytest.approx(hi, abs=1e-9)
+
+
+def test_solve_summary_gives_numpys_quartiles_over_the_solved_runs():
+    runs, metrics, truth = _synthetic(n_runs=90)
+    summary = solve_summary(solve_times(metrics, runs), runs)
+    for _, row in summary.iterrows():
+        paths = runs[(runs.model == row.model) & (runs["T"] == row["T"])].path
+        done = [truth[p] for p in paths if truth[p] is not None]
+        assert (row.solved, row.n) == (len(done), len(paths))
+        if done:
+            q = np.percentile(done, [25, 50, 75])
+            assert [row.q25, row["median"], row.q75] == pytest.approx(list(q))
+
+
+def test_plateau_reads_the_last_half_of_each_run_relative_to_its_baseline():
+    steps = np.arange(0, 6001, 200)
+    curve = np.where(steps < 3000, 0.5, 1.0) * 0.2  # drops before the last half only
+    curve[-3] = 0.19
+    metrics = pd.DataFrame({"path": "p", "step": steps, "name": "eval_loss", "value": curve})
+    runs = pd.DataFrame({"path": ["p"], "baseline": [0.2]})
+    (row,) = plateau(metrics, runs).to_dict("records")
+    assert row["from_step"] == 3000 and row["to_step"] == 6000
+    assert row["rel_min"] == pytest.approx(0.95) and row["rel_max"] == pytest.approx(1.0)
+
+
+def _ranks(values) -> list[float]:
+    """Average ranks (1-based) by counting: smaller values, then half the ties."""
+    v = list(values)
+    return [1 + sum(u < x for u in v) + (sum(u == x for u in v) - 1) / 2 for x in v]
+
+
+def test_spearman_equals_pearson_on_average_ranks_and_the_classic_formula():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=30)
+    y = x + rng.normal(size=30)
+    d = np.array(_ranks(x)) - np.array(_ranks(y))
+    n = len(x)
+    assert spearman(x, y)["rho"] == pytest.approx(1 - 6 * (d**2).sum() / (n * (n * n - 1)))
+    # ties and "never solved" (inf): Pearson's r of the average ranks, computed by hand
+    y2 = np.round(y, 0)
+    y2[:5] = np.inf
+    rx, ry = np.array(_ranks(x)), np.array(_ranks(y2))
+    r = ((rx - rx.mean()) * (ry - ry.mean())).sum()
+    r /= math.sqrt(((rx - rx.mean()) ** 2).sum() * ((ry - ry.mean()) ** 2).sum())
+    got = spearman(x, y2)
+    assert got["rho"] == pytest.approx(r) and got["n"] == n
+
+
+def test_spearman_interval_covers_the_true_rank_correlation_about_95_percent():
+    """Monte Carlo: bivariate normal samples with correlation r have Spearman's rank correlation
+    (6 / pi) arcsin(r / 2); the interval should contain it in about 95 % of samples."""
+    rng = np.random.default_rng(0)
+    r, n, reps = -0.6, 40, 600
+    truth = 6 / math.pi * math.asin(r / 2)
+    cov = [[1, r], [r, 1]]
+    hits = 0
+    for _ in range(reps):
+        x, y = rng.multivariate_normal([0, 0], cov, size=n).T
+        s = spearman(x, y)
+        hits += s["lo"] <= truth <= s["hi"]
+    assert 0.92 <= hits / reps <= 0.98
+
+
+def test_gradient_reach_is_the_median_at_the_earliest_evidence_over_the_last_step():
+    rng = np.random.default_rng(1)
+    B, T = 9, 50
+    rows, expected = [], {}
+    for path in ("p", "q"):
+        firsts = []
+        for b in range(B):
+            lags = sorted(rng.choice(np.arange(1, T), 2, replace=False))
+            for e, lag in enumerate(lags):
+                value = rng.lognormal()
+                rows.append({"path": path, "step": 0, "example": b, "evidence": e, "lag": lag,
+                             "quantity": "input_grad", "value": value})  # fmt: skip
+                rows.append({"path": path, "step": 0, "example": b, "evidence": e, "lag": lag,
+                             "quantity": "grad_norm_h", "value": 1e9})  # fmt: skip
+                if lag == lags[1]:
+                    firsts.append(value)
+        expected[path] = float(np.median(firsts)) / {"p": 2.0, "q": 0.5}[path]
+    flow = pd.DataFrame(
+        [
+            {"path": p, "step": 0, "quantity": "input_grad", "stat": "median", "lag": 0, "value": v}
+            for p, v in (("p", 2.0), ("q", 0.5))
+        ]  # fmt: skip
+    )
+    got = gradient_reach(pd.DataFrame(rows), flow, pd.DataFrame({"path": ["p", "q"]}))
+    assert got.set_index("path").reach.to_dict() == pytest.approx(expected)
+
+
+def test_stop_on_solve_stops_at_the_first_evaluation_the_full_run_counts_as_solved():
+    """Train the same seed twice, with and without stop-on-solve, on a short adding problem an
+    LSTM solves in a few hundred steps: the stopped run ends at the first evaluation where the
+    task's own criterion holds on the full run's evaluation losses, with identical records."""
+    task = Adding(length=4)
+    settings = dict(steps=800, batch_size=32, log_every=50, eval_size=256, checkpoint_every=0)
+    make_opt = functools.partial(torch.optim.Adam, lr=1e-2)
+
+    def run(stop):
+        torch.manual_seed(0)
+        model = build_model("lstm", 2, 1, hidden_size=8)
+        s = TrainSettings(**settings, stop_on_solve=stop)
+        return train(model, task, make_opt, s, seed=0)
+
+    full, stopped = run(None), run(True)
+    m = full.metrics_frame().pivot(index="step", columns="name", values="value")
+    first = next(s for s, r in m.iterrows() if task.solved(r.eval_loss, r.eval_metric))
+    assert first < settings["steps"], "the test needs a run that solves within its budget"
+    assert stopped.final["step"] == first == stopped.solved_step == full.solved_step
+    assert stopped.final["solved"] and stopped.status == "completed"
+    head = full.metrics_frame()
+    head = head[head.step <= first].reset_index(drop=True)
+    pd.testing.assert_frame_equal(stopped.metrics_frame(), head)
+
+
+def test_the_stream_rule_holds_exactly_when_the_last_n_sequences_were_all_correct():
+    """Stream against a brute force over the whole history, on random batches of per-sequence
+    losses and hits with runs of successes long enough for the rule to hold now and then."""
+    rng = np.random.default_rng(5)
+    window, bound, B = 50, 0.02, 8
+    stream, losses, hits = Stream(window, bound), [], []
+    holds = []
+    for _ in range(300):
+        ok = rng.random(B) < (0.999 if rng.random() < 0.8 else 0.5)
+        loss = rng.random(B) * (0.03 if rng.random() < 0.5 else 0.045)
+        losses += loss.tolist()
+        hits += ok.tolist()
+        got = stream.holds_after(torch.tensor(loss), torch.tensor(ok, dtype=torch.float64))
+        last_l, last_h = losses[-window:], hits[-window:]
+        want = len(hits) >= window and all(last_h) and float(np.mean(last_l)) < bound
+        assert got == want
+        holds.append(got)
+    assert 0 < sum(holds) < len(holds)  # both outcomes were exercised
+
+
+def test_the_stream_rule_stops_a_run_where_it_holds_with_the_records_of_the_full_run():
+    task = Adding(length=4)
+    settings = dict(steps=600, batch_size=32, log_every=50, eval_size=256, checkpoint_every=0)
+    make_opt = functools.partial(torch.optim.Adam, lr=1e-2)
+
+    def run(**stream):
+        torch.manual_seed(0)
+        model = build_model("lstm", 2, 1, hidden_size=8)
+        return train(model, task, make_opt, TrainSettings(**settings, **stream), seed=0)
+
+    full, stopped = run(), run(stream_window=64, stream_loss=0.01)
+    step = stopped.final["step"]
+    assert step < settings["steps"] and stopped.solved_step == step
+    m = stopped.metrics_frame()
+    assert m[m.name == "stream_solved"].step.tolist() == [step]
+    # up to the stop, the same records as the run without the rule (an evaluation added there)
+    head = full.metrics_frame()
+    head = head[(head.step < step) & (head.name != "stream_solved")].reset_index(drop=True)
+    pd.testing.assert_frame_equal(m[m.step < step].reset_index(drop=True), head)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"stream_window": 10}, {"stream_loss": 0.1}, {"stream_window": 0, "stream_loss": 0.1}]
+)
+def test_the_stream_keys_go_together_and_are_checked(bad):
+    with pytest.raises(ValueError, match="train.stream_"):
+        TrainSettings(**bad)
