@@ -29,14 +29,18 @@ def with_model(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def solve_times(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per run: the first evaluated step at which its task counted as solved (the `solved` rows
-    of metrics.parquet) and the training sequences seen by then (updates x batch size); NaN for
-    a run that never solved it within its budget."""
-    hit = metrics[(metrics.name == "solved") & (metrics.value > 0)]
+    """Per run: the step at which it first counted as solved and the training sequences it had
+    seen by then; NaN for a run that never solved the task within its budget. A run under the
+    stream rule (cfg.train.stream_window set) counts from its `stream_solved` row, the window
+    including that step's batch: (step + 1) x batch size. Any other run counts from the first
+    `solved` row of its evaluations, made after `step` updates: step x batch size."""
+    stream = runs.get("cfg.train.stream_window", pd.Series(np.nan, runs.index)).notna()
+    rule = pd.Series(np.where(stream, "stream_solved", "solved"), index=runs.path)
+    hit = metrics[(metrics.value > 0) & (metrics.name == metrics.path.map(rule))]
     first = hit.groupby("path").step.min()
     out = runs[["path", "cfg.train.batch_size"]].set_index("path")
     steps = first.reindex(out.index).astype(float)
-    sequences = steps * out["cfg.train.batch_size"]
+    sequences = (steps + stream.to_numpy()) * out["cfg.train.batch_size"]
     return pd.DataFrame({"steps_to_solve": steps, "sequences_to_solve": sequences}).reset_index()
 
 

@@ -54,6 +54,26 @@ def test_sequences_to_solve_is_the_first_solved_evaluation_times_the_batch():
         assert math.isnan(value) if sequences is None else value == sequences, path
 
 
+def test_a_run_under_the_stream_rule_counts_its_stopping_batch():
+    runs = pd.DataFrame(
+        {
+            "path": ["eval", "stream"],
+            "cfg.train.batch_size": [32, 32],
+            "cfg.train.stream_window": [None, 2000],
+        }  # fmt: skip
+    )
+    metrics = pd.DataFrame(
+        {
+            "path": ["eval", "eval", "stream", "stream"],
+            "step": [400, 600, 400, 617],
+            "name": ["solved", "solved", "solved", "stream_solved"],
+            "value": [0.0, 1.0, 1.0, 1.0],
+        }  # fmt: skip
+    )
+    got = solve_times(metrics, runs).set_index("path").sequences_to_solve
+    assert got["eval"] == 600 * 32 and got["stream"] == 618 * 32
+
+
 def _wilson_by_inversion(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson interval from its definition: the p whose score statistic
     |k/n - p| / sqrt(p (1 - p) / n) equals z, found by bisection on either side of k/n."""
