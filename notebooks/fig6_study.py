@@ -47,6 +47,19 @@ show("fig6c_reach", RESULTS, FIGURES)
 show("fig6d_curves", RESULTS, FIGURES)
 
 # %% [markdown]
+# The learning-rate window at T = 200 (experiment study_lr) and copy memory with a longer budget
+# and the chrono LSTM (experiment study_copy).
+
+# %%
+show("fig6e_lr_window", RESULTS, FIGURES)
+
+# %%
+show("fig6f_success_copy", RESULTS, FIGURES)
+
+# %%
+show("fig6g_curves_copy", RESULTS, FIGURES)
+
+# %% [markdown]
 # The numbers behind the figures (also `study-learning results/reference/study_adding`).
 
 # %%

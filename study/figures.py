@@ -99,6 +99,12 @@ def _needs_stop_and_lags(runs, tables):
     return _needs_stop_on_solve(runs, tables) or _needs_lags(runs, tables)
 
 
+def _needs_stop_and_rates(runs, tables):
+    lr = runs.get("cfg.train.optimizer.lr")
+    several = lr is not None and lr.nunique() > 1
+    return _needs_stop_on_solve(runs, tables) or (None if several else "needs several lr")
+
+
 def _setting(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs with a `setting` column: the values of the model keys the experiment varies."""
     keys = _varying_model_settings(runs)
@@ -176,6 +182,9 @@ KINDS = {
         lambda runs, grad_flow, metrics: plots_dynamics.gradient_snr(grad_flow, metrics, runs),
     ),
     "study_success": Kind((), _needs_stop_and_lags, plots_learning.success),
+    "study_lr_window": Kind(
+        (), _needs_stop_and_rates, lambda runs: plots_learning.success(runs, against="lr")
+    ),
     "study_solve_speed": Kind(
         ("metrics",),
         _needs_stop_and_lags,
@@ -214,6 +223,9 @@ FIGURES = {  # the study's figures: file name -> (kind, experiments to read, in 
     "fig6b_solve_speed": ("study_solve_speed", ("study_adding",)),
     "fig6c_reach": ("study_reach", ("study_adding",)),
     "fig6d_curves": ("study_curves", ("study_adding",)),
+    "fig6e_lr_window": ("study_lr_window", ("study_lr",)),
+    "fig6f_success_copy": ("study_success", ("study_copy",)),
+    "fig6g_curves_copy": ("study_curves", ("study_copy",)),
 }
 
 

@@ -21,11 +21,14 @@ import pandas as pd
 from study.analysis import model_label, wilson
 from study.results import experiments, experiments_or_exit, load_runs, load_table
 
+FLAT = 0.9  # a failed run whose loss stayed above this x the baseline in its last half was flat
+
 
 def with_model(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs with `model` (a readable name of the recurrence and its initialisation, one per
-    config across lags) and `T` (the task's length) columns."""
-    return runs.assign(model=runs.apply(model_label, axis=1), T=runs["cfg.task.length"])
+    config across lags), `T` (the task's length) and `lr` (the learning rate) columns."""
+    lr = runs.get("cfg.train.optimizer.lr", pd.Series(np.nan, runs.index))
+    return runs.assign(model=runs.apply(model_label, axis=1), T=runs["cfg.task.length"], lr=lr)
 
 
 def solve_times(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -153,8 +156,15 @@ def summary(folder) -> dict[str, pd.DataFrame | dict]:
     speed = solve_summary(solve_times(metrics, runs), runs)
     failed = runs[~runs.solved.fillna(False).astype(bool)]
     flat = plateau(metrics, failed).merge(failed[["path", "model", "T"]], on="path")
-    flat = flat.groupby(["model", "T"]).agg(
-        n=("path", "size"), rel_min=("rel_min", "min"), rel_max=("rel_max", "max")
+    flat = (
+        flat.assign(flat=flat.rel_min >= FLAT)
+        .groupby(["model", "T"])
+        .agg(
+            n=("path", "size"),
+            flat=("flat", "sum"),
+            rel_min=("rel_min", "min"),
+            rel_max=("rel_max", "max"),
+        )
     )
     evidence, flow = load_table(folder, "evidence", runs), load_table(folder, "grad_flow", runs)
     per_run, rho = reach_vs_learning(evidence, flow, metrics, runs)
@@ -169,7 +179,9 @@ def print_summary(folder) -> None:
         print(s["success"].to_string(index=False))
         print("\nsequences to solve over the solved seeds: median and quartiles")
         print(s["speed"].to_string(index=False))
-        print("\nfailed runs: eval loss / baseline over the last half of the budget")
+        print(
+            f"\nfailed runs: eval loss / baseline in the last half of the budget (flat: >= {FLAT})"
+        )
         print(s["plateau"].to_string(index=False))
     r = s["reach"]
     print("\nSpearman rho, gradient reach at init vs sequences to solve (not solved: slowest):")

@@ -39,22 +39,33 @@ def _budget(runs: pd.DataFrame) -> float:
     return float((runs["cfg.train.steps"] * runs["cfg.train.batch_size"]).max())
 
 
-def success(runs: pd.DataFrame):
-    """Fraction of seeds that solved the task (its own criterion) against T, one line per
-    model, with 95 % Wilson intervals."""
+AXES = {  # what success is plotted against: the column, the axis label, the title's words
+    "T": ("lag T (sequence length)", "lag"),
+    "lr": ("Adam's learning rate", "learning rate"),
+}
+
+
+def success(runs: pd.DataFrame, against: str = "T"):
+    """Fraction of seeds that solved the task (its own criterion) against T (or the learning
+    rate: against="lr"), one line per model, with 95 % Wilson intervals."""
     r = learning.with_model(runs)
-    rates = learning.success_rates(r)
+    rates = learning.success_rates(r, by=("model", against))
     order, colors = _models(r)
     fig, ax = plt.subplots(figsize=(8.5, 4.4), layout="constrained")
     for i, model in enumerate(order):
-        g = rates[rates.model == model].sort_values("T")
-        x = g["T"] * 1.035 ** (i - (len(order) - 1) / 2)  # spread the bars apart
+        g = rates[rates.model == model].sort_values(against)
+        x = g[against] * 1.035 ** (i - (len(order) - 1) / 2)  # spread the bars apart
         err = [g.rate - g.lo, g.hi - g.rate]
         ax.errorbar(x, g.rate, yerr=err, marker="o", capsize=3, color=colors[model], label=model)
-    _lag_axis(ax, rates["T"].unique())
+    values = sorted(rates[against].unique())
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(values, [f"{v:g}" for v in values])
+    ax.set_xlabel(AXES[against][0])
     ax.set_ylim(-0.04, 1.04)
     ax.set_ylabel(f"fraction of seeds solved (n = {_n(rates.n)}), 95 % Wilson CI")
-    ax.set_title(f"Success against lag (the task's criterion)\n{describe(runs)}", fontsize=9)
+    what = AXES[against][1]
+    ax.set_title(f"Success against {what} (the task's criterion)\n{describe(runs)}", fontsize=9)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
 

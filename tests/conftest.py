@@ -57,6 +57,14 @@ EXPERIMENTS = {
     "matched": [*TRAINED, "task.length=8", "seed=0", "model.match_params=null,300"],
     "dynamics": [*TRAINED, "task.length=8", "seed=0", "model=rnn,lstm,lru", "probe.snr_batches=3"],
     "study_adding": [*TRAINED, "task.length=5,10", "seed=0,1", "model=rnn,lstm_chrono"],
+    "study_lr": [
+        *TRAINED,
+        "task.length=5",
+        "seed=0,1",
+        "model=rnn,gru",
+        "train.optimizer.lr=1e-3,1e-2",
+    ],
+    "study_copy": [*TRAINED, "task.length=3,6", "seed=0", "model=rnn,lstm_chrono"],
 }
 
 

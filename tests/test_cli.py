@@ -46,6 +46,7 @@ def test_a_run_writes_a_complete_run_directory(tmp_path):
         "grad_norm",
         "eval_loss",
         "eval_metric",
+        "solved",
         "effective_horizon",
         "lyapunov_max",
         "lyapunov_near_zero",
