@@ -3,7 +3,7 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=2
 REFERENCE := init_ratio init_rnn_scale init_lstm_forget_bias memory_path lags_adding matched dynamics
-REFERENCE += study_adding hochreiter1997_adding hochreiter1997_order lags_copy
+REFERENCE += study_adding study_lr study_copy hochreiter1997_adding hochreiter1997_order lags_copy
 
 .PHONY: install run test reference figures notebooks browser
 install: $(STAMP)
@@ -27,7 +27,7 @@ test: $(STAMP) browser
 	$(PY) -m pytest
 
 # The study's reference results, committed under results/reference: about 2 hours on 2 cores
-# without the learning study (study_adding, hochreiter1997_*), which takes many more (docs/study.md
+# without the learning study (study_*, hochreiter1997_*), which takes many more (docs/study.md
 # section 6); it resumes where it stopped, skipping finished runs.
 reference: $(STAMP)
 	for e in $(REFERENCE); do $(PY) -m study.run -m experiment=$$e out_dir=results/reference $(PARALLEL) || exit 1; done
