@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study.analysis import model_label, wilson
+from study.analysis import leaves_baseline, model_label, wilson
 from study.results import experiments, experiments_or_exit, load_runs, load_table
 
 FLAT = 0.9  # a failed run whose loss stayed above this x the baseline in its last half was flat
+LEARNED = 0.1  # a run whose evaluation loss is below this x the baseline has bridged the lag
 
 
 def with_model(runs: pd.DataFrame) -> pd.DataFrame:
@@ -45,6 +46,17 @@ def solve_times(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     steps = first.reindex(out.index).astype(float)
     sequences = (steps + stream.to_numpy()) * out["cfg.train.batch_size"]
     return pd.DataFrame({"steps_to_solve": steps, "sequences_to_solve": sequences}).reset_index()
+
+
+def learn_times(metrics: pd.DataFrame, runs: pd.DataFrame, fraction: float = LEARNED):
+    """Per run: the first evaluated step at which its evaluation loss was below `fraction` x
+    the memoryless baseline (it has bridged the lag, if not yet to the criterion's precision)
+    and the sequences seen by then (step x batch size); NaN if never."""
+    step = leaves_baseline(metrics, runs, fraction).astype(float)
+    batch = runs.set_index("path")["cfg.train.batch_size"]
+    return pd.DataFrame({"steps_to_learn": step, "sequences_to_learn": step * batch}).reset_index(
+        names="path"
+    )
 
 
 def success_rates(runs: pd.DataFrame, by=("model", "T"), z: float = 1.96) -> pd.DataFrame:
@@ -154,6 +166,10 @@ def summary(folder) -> dict[str, pd.DataFrame | dict]:
     metrics = load_table(folder, "metrics", runs)
     rates = success_rates(runs)
     speed = solve_summary(solve_times(metrics, runs), runs)
+    learned = learn_times(metrics, runs).rename(
+        columns={"sequences_to_learn": "sequences_to_solve"}
+    )
+    learn = solve_summary(learned, runs).rename(columns={"solved": "learned"})
     failed = runs[~runs.solved.fillna(False).astype(bool)]
     flat = plateau(metrics, failed).merge(failed[["path", "model", "T"]], on="path")
     flat = (
@@ -168,7 +184,8 @@ def summary(folder) -> dict[str, pd.DataFrame | dict]:
     )
     evidence, flow = load_table(folder, "evidence", runs), load_table(folder, "grad_flow", runs)
     per_run, rho = reach_vs_learning(evidence, flow, metrics, runs)
-    return {"success": rates, "speed": speed, "plateau": flat.reset_index(), "reach": rho}
+    return {"success": rates, "speed": speed, "learn": learn, "plateau": flat.reset_index(),
+            "reach": rho}  # fmt: skip
 
 
 def print_summary(folder) -> None:
@@ -179,6 +196,8 @@ def print_summary(folder) -> None:
         print(s["success"].to_string(index=False))
         print("\nsequences to solve over the solved seeds: median and quartiles")
         print(s["speed"].to_string(index=False))
+        print(f"\nsequences to learn (eval loss below {LEARNED} x the baseline): median, quartiles")
+        print(s["learn"].to_string(index=False))
         print(
             f"\nfailed runs: eval loss / baseline in the last half of the budget (flat: >= {FLAT})"
         )

@@ -76,10 +76,14 @@ def _n(n: pd.Series) -> str:
 
 def solve_speed(metrics: pd.DataFrame, runs: pd.DataFrame):
     """Sequences-to-solve against T (log-log), one line per model: the median over its solved
-    seeds with the quartiles as bars, every solved run as a dot, and the budget (dashed)."""
+    seeds with the quartiles as bars, every solved run as a dot, and the budget (dashed); thin
+    dotted lines: the median sequences until the loss first fell below 10 % of the baseline."""
     r = learning.with_model(runs)
     solve = learning.solve_times(metrics, r)
     summary = learning.solve_summary(solve, r)
+    learned = learning.learn_times(metrics, r)
+    learned = learned.rename(columns={"sequences_to_learn": "sequences_to_solve"})
+    learn = learning.solve_summary(learned, r)
     runs_solved = r[["path", "model", "T"]].merge(solve, on="path").dropna()
     order, colors = _models(r)
     fig, ax = plt.subplots(figsize=(8.5, 4.4), layout="constrained")
@@ -91,11 +95,14 @@ def solve_speed(metrics: pd.DataFrame, runs: pd.DataFrame):
         err = [g["median"] - g.q25, g.q75 - g["median"]]
         ax.errorbar(g["T"] * shift, g["median"], yerr=err, marker="o", capsize=3,
                     color=colors[model], label=model)  # fmt: skip
+        g = learn[(learn.model == model) & (learn.solved > 0)].sort_values("T")
+        ax.plot(g["T"] * shift, g["median"], ls=":", lw=1, marker=".", color=colors[model])
     ax.axhline(_budget(runs), color="0.3", ls="--", lw=1, label="budget")
     _lag_axis(ax, r["T"].unique())
     ax.set_yscale("log")
-    ax.set_ylabel("training sequences to solve (median, quartiles)")
-    ax.set_title(f"How fast each model solves, over its solved seeds\n{describe(runs)}", fontsize=9)
+    ax.set_ylabel("training sequences (median, quartiles)")
+    title = "Sequences to solve (solid) and to learn, loss < 10 % of the baseline (dotted)"
+    ax.set_title(f"{title}, over the seeds that did\n{describe(runs)}", fontsize=9)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
 
@@ -132,6 +139,9 @@ def reach(evidence: pd.DataFrame, flow: pd.DataFrame, metrics: pd.DataFrame, run
     return fig
 
 
+TOP = 10.0  # learning curves: a loss above this x the baseline (a near-divergence) is drawn here
+
+
 def curves(metrics: pd.DataFrame, runs: pd.DataFrame, last: float = 0.5):
     """One panel per model: every run's evaluation loss over the memoryless baseline against
     the sequences it trained on, coloured by T; the last `last` of the budget shaded, where a
@@ -151,12 +161,13 @@ def curves(metrics: pd.DataFrame, runs: pd.DataFrame, last: float = 0.5):
     budget = _budget(runs)
     for ax, model in zip(axes.flat, order):
         for (_, T), g in m[m.model == model].groupby(["path", "T"]):
-            ax.plot(g.sequences, g.rel, color=tcolor[T], lw=0.7, alpha=0.8)
+            ax.plot(g.sequences, g.rel.clip(upper=TOP), color=tcolor[T], lw=0.7, alpha=0.8)
         ax.axvspan((1 - last) * budget, budget, color="0.92", zorder=0)
         ax.axhline(1, color="0.3", ls="--", lw=0.8)
         ax.axhline(0.01, color="0.3", ls=":", lw=0.8)
         ax.set_title(model, fontsize=9)
         ax.set_yscale("log")
+        ax.set_ylim(top=TOP * 1.5)
     for ax in axes.flat[len(order) :]:
         ax.set_visible(False)
     for ax in axes[-1]:
@@ -165,6 +176,6 @@ def curves(metrics: pd.DataFrame, runs: pd.DataFrame, last: float = 0.5):
         ax.set_ylabel("eval loss / baseline")
     handles = [plt.Line2D([], [], color=tcolor[T], label=f"T = {T}") for T in Ts]
     fig.legend(handles=handles, loc="outside right center", fontsize=8)
-    fig.suptitle(f"Every run's learning curve\n{describe(runs)}\ndashed: the memoryless baseline;"
-                 " dotted: 1 % of it; shaded: the last half of the budget", fontsize=9)  # fmt: skip
+    notes = f"dashed: the baseline; dotted: 1 % of it; shaded: the last half; above {TOP:g}: at it"
+    fig.suptitle(f"Every run's learning curve\n{describe(runs)}\n{notes}", fontsize=9)
     return fig

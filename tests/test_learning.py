@@ -11,6 +11,7 @@ import torch
 
 from study.learning import (
     gradient_reach,
+    learn_times,
     plateau,
     solve_summary,
     solve_times,
@@ -72,6 +73,23 @@ def test_a_run_under_the_stream_rule_counts_its_stopping_batch():
     )
     got = solve_times(metrics, runs).set_index("path").sequences_to_solve
     assert got["eval"] == 600 * 32 and got["stream"] == 618 * 32
+
+
+def test_sequences_to_learn_is_the_first_evaluation_below_a_tenth_of_the_baseline():
+    rng = np.random.default_rng(7)
+    rows, runs, truth = [], [], {}
+    for i in range(20):
+        path, base, batch = f"r{i}", float(rng.choice([1 / 6, 1 / 24])), int(rng.choice([16, 32]))
+        curve = base * np.exp(rng.normal(0, 1.5, 30)) * 0.5
+        for j, v in enumerate(curve):
+            rows.append({"path": path, "step": 100 * j, "name": "eval_loss", "value": v})
+        below = [j for j, v in enumerate(curve) if v < 0.1 * base]
+        truth[path] = 100 * below[0] * batch if below else None
+        runs.append({"path": path, "baseline": base, "cfg.train.batch_size": batch})
+    got = learn_times(pd.DataFrame(rows), pd.DataFrame(runs)).set_index("path")
+    for path, sequences in truth.items():
+        value = got.loc[path, "sequences_to_learn"]
+        assert math.isnan(value) if sequences is None else value == sequences, path
 
 
 def _wilson_by_inversion(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
