@@ -23,6 +23,16 @@ from study.results import experiments, experiments_or_exit, load_runs, load_tabl
 
 FLAT = 0.9  # a failed run whose loss stayed above this x the baseline in its last half was flat
 LEARNED = 0.1  # a run whose evaluation loss is below this x the baseline has bridged the lag
+# Hochreiter & Schmidhuber (1997): the training sequences their LSTM needed until their stopping
+# rule held, keyed (task, T, relevant symbols): means of 10 trials for Experiment 4, the adding
+# problem (Table 7), of 20 for 6a and 10 for 6b, temporal order with 2 and 3 symbols (Table 9).
+PAPER_1997 = {
+    ("Adding", 100, None): 74_000,
+    ("Adding", 500, None): 209_000,
+    ("Adding", 1000, None): 853_000,
+    ("TemporalOrder", 100, 2): 31_390,
+    ("TemporalOrder", 100, 3): 571_100,
+}
 
 
 def with_model(runs: pd.DataFrame) -> pd.DataFrame:
@@ -70,8 +80,8 @@ def success_rates(runs: pd.DataFrame, by=("model", "T"), z: float = 1.96) -> pd.
 
 
 def solve_summary(solve: pd.DataFrame, runs: pd.DataFrame, by=("model", "T")) -> pd.DataFrame:
-    """Per group, over its solved runs: how many, and the median and quartiles of sequences-to-
-    solve (NaN where none solved)."""
+    """Per group, over its solved runs: how many, and the median, quartiles and mean of
+    sequences-to-solve (NaN where none solved)."""
     d = runs[["path", *by]].merge(solve, on="path")
     rows = []
     for key, g in d.groupby(list(by), sort=True):
@@ -79,9 +89,26 @@ def solve_summary(solve: pd.DataFrame, runs: pd.DataFrame, by=("model", "T")) ->
         q = s.quantile([0.25, 0.5, 0.75]) if len(s) else pd.Series([np.nan] * 3, [0.25, 0.5, 0.75])
         rows.append(
             {**dict(zip(by, key)), "solved": len(s), "n": len(g)}
-            | {"q25": q[0.25], "median": q[0.5], "q75": q[0.75]}
+            | {"q25": q[0.25], "median": q[0.5], "q75": q[0.75], "mean": s.mean()}
         )
     return pd.DataFrame(rows)
+
+
+def beside_paper(speed: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `speed` (solve_summary) whose runs used the 1997 stopping rule on a task and
+    length of Hochreiter & Schmidhuber's tables, with their mean (`paper`) beside ours, and the
+    median count of our evaluation sequences still wrong at the end (`wrong`, of `eval_size`;
+    theirs: 0 to 2 of 2560 test sequences)."""
+    stream = runs[runs.get("cfg.train.stream_window", pd.Series(np.nan, runs.index)).notna()]
+    bits = stream.get("cfg.task.bits", pd.Series(np.nan, stream.index))
+    keys = zip(stream.task, stream["T"], bits.astype(object).where(bits.notna(), None))
+    ours = stream.assign(
+        paper=[PAPER_1997.get(key, np.nan) for key in keys],
+        wrong=(1 - stream.eval_metric) * stream["cfg.train.eval_size"],
+    )
+    ours = ours[ours.paper.notna()].groupby(["model", "T"])
+    table = ours.agg(paper=("paper", "first"), wrong=("wrong", "median")).reset_index()
+    return speed.merge(table, on=["model", "T"])
 
 
 def plateau(metrics: pd.DataFrame, runs: pd.DataFrame, last: float = 0.5) -> pd.DataFrame:
@@ -185,7 +212,7 @@ def summary(folder) -> dict[str, pd.DataFrame | dict]:
     evidence, flow = load_table(folder, "evidence", runs), load_table(folder, "grad_flow", runs)
     per_run, rho = reach_vs_learning(evidence, flow, metrics, runs)
     return {"success": rates, "speed": speed, "learn": learn, "plateau": flat.reset_index(),
-            "reach": rho}  # fmt: skip
+            "reach": rho, "paper": beside_paper(speed, runs)}  # fmt: skip
 
 
 def print_summary(folder) -> None:
@@ -202,6 +229,9 @@ def print_summary(folder) -> None:
             f"\nfailed runs: eval loss / baseline in the last half of the budget (flat: >= {FLAT})"
         )
         print(s["plateau"].to_string(index=False))
+        if not s["paper"].empty:
+            print("\nbeside Hochreiter & Schmidhuber 1997 (their mean; wrong: of our eval set)")
+            print(s["paper"].to_string(index=False))
     r = s["reach"]
     print("\nSpearman rho, gradient reach at init vs sequences to solve (not solved: slowest):")
     print(f"{r['rho']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}], n = {r['n']} runs")

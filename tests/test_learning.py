@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from study.learning import (
+    beside_paper,
     gradient_reach,
     learn_times,
     plateau,
@@ -17,10 +18,12 @@ from study.learning import (
     solve_times,
     spearman,
     success_rates,
+    summary,
 )
 from study.model import build_model
 from study.tasks.adding import Adding
 from study.train import Stream, TrainSettings, train
+from tests.conftest import study_run
 
 
 def _synthetic(seed=0, n_runs=40, evals=15, every=200):
@@ -138,6 +141,39 @@ def test_solve_summary_gives_numpys_quartiles_over_the_solved_runs():
         if done:
             q = np.percentile(done, [25, 50, 75])
             assert [row.q25, row["median"], row.q75] == pytest.approx(list(q))
+            assert row["mean"] == pytest.approx(sum(done) / len(done))
+
+
+def test_the_1997_runs_stand_beside_the_papers_means_and_no_other_runs_do():
+    """Runs under the stream rule on the paper's settings get its number (Table 7: 74,000 at
+    T = 100; Table 9: 31,390 for 6a), the others none; `wrong` is the median count of wrong
+    evaluation sequences, (1 - accuracy) x eval_size, counted here by hand."""
+    runs = pd.DataFrame(
+        {
+            "path": [f"r{i}" for i in range(7)],
+            "model": ["cec", "cec", "cec", "cec", "cec", "lstm", "cec"],
+            "task": ["Adding"] * 3 + ["TemporalOrder"] * 2 + ["Adding"] * 2,
+            "T": [100, 100, 100, 100, 100, 100, 200],
+            "cfg.task.bits": [None, None, None, 2, 2, None, None],
+            "cfg.train.stream_window": [2000] * 5 + [None, 2000],
+            "cfg.train.eval_size": [1000] * 7,
+            "eval_metric": [0.999, 0.990, 0.995, 1.0, 0.998, 0.9, 0.99],
+        }  # fmt: skip
+    )
+    runs["model"] = runs.model + "/" + runs.task  # one model name per task, as with_model gives
+    speed = pd.DataFrame(
+        {
+            "model": ["cec/Adding", "cec/TemporalOrder", "lstm/Adding", "cec/Adding"],
+            "T": [100, 100, 100, 200],
+            "mean": [1.0, 2.0, 3.0, 4.0],
+        }  # fmt: skip
+    )
+    got = beside_paper(speed, runs).set_index("model")
+    assert sorted(got.index) == ["cec/Adding", "cec/TemporalOrder"]
+    assert got.loc["cec/Adding", "paper"] == 74_000 and got.loc["cec/Adding", "mean"] == 1.0
+    assert got.loc["cec/Adding", "wrong"] == pytest.approx(5.0)  # median of 1, 10, 5
+    assert got.loc["cec/TemporalOrder", "paper"] == 31_390
+    assert got.loc["cec/TemporalOrder", "wrong"] == pytest.approx(1.0)  # median of 0, 2
 
 
 def test_plateau_reads_the_last_half_of_each_run_relative_to_its_baseline():
@@ -288,3 +324,14 @@ def test_the_stream_rule_stops_a_run_where_it_holds_with_the_records_of_the_full
 def test_the_stream_keys_go_together_and_are_checked(bad):
     with pytest.raises(ValueError, match="train.stream_"):
         TrainSettings(**bad)
+
+
+def test_the_1997_experiments_run_and_stand_beside_the_paper(tmp_path):
+    """Both 1997 experiments through the real command (a tiny budget at the paper's T = 100),
+    then the study's summary: its table beside the paper holds Table 7's and Table 9's means."""
+    tiny = ["seed=0", "task.length=100", "model.hidden_size=4", "train.steps=2"]
+    tiny += ["train.log_every=1", "train.eval_size=32", "train.batch_size=8"]
+    for name, paper in (("hochreiter1997_adding", 74_000), ("hochreiter1997_order", 31_390)):
+        study_run("-m", f"experiment={name}", *tiny, out=tmp_path, check=True)
+        table = summary(tmp_path / name)["paper"]
+        assert list(table.paper) == [paper] and list(table["T"]) == [100]
