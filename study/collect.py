@@ -34,6 +34,9 @@ def collect(folder: Path, out: Path) -> None:
         f"{done}/{int(counts.sum())} done: "
         + ", ".join(f"{int(counts[k])} {k}" for k in counts.index)
     )
+    if "wall_time_s" in runs:  # a resumed run counts the time since its last resume
+        hours = runs.wall_time_s.sum() / 3600
+        print(f"run time: {hours:.2f} h summed over the {len(runs)} finished runs (2 workers: /2)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -178,6 +178,8 @@ def test_collect_and_cached_tables(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert (root / "collected" / "metrics.parquet").exists()
+    seconds = sum(json.loads(p.read_text())["wall_time_s"] for p in root.glob("*/run.json"))
+    assert f"run time: {seconds / 3600:.2f} h summed over the 3 finished runs" in out.stdout
     table = status_table(root).set_index("config")
     assert table.filter(like="model=gru", axis=0).iloc[0][["completed", "missing"]].tolist() == [
         1,
