@@ -172,14 +172,25 @@ def spearman(x, y, z: float = 1.96) -> dict:
     return {"rho": rho, "lo": lo, "hi": hi, "n": n}
 
 
+def early_step(evidence: pd.DataFrame) -> int | None:
+    """The first probe after initialisation (the evidence table's smallest step above 0)."""
+    later = evidence.step[evidence.step > 0]
+    return int(later.min()) if len(later) else None
+
+
 def reach_vs_learning(
-    evidence: pd.DataFrame, flow: pd.DataFrame, metrics: pd.DataFrame, runs: pd.DataFrame
+    evidence: pd.DataFrame,
+    flow: pd.DataFrame,
+    metrics: pd.DataFrame,
+    runs: pd.DataFrame,
+    step: int = 0,
 ) -> tuple[pd.DataFrame, dict]:
-    """Per run, the gradient reach at initialisation and the sequences it took to solve the
-    task (inf: not solved within its budget), and their Spearman correlation over all runs.
+    """Per run, the gradient reach at training `step` (0: initialisation) and the sequences it
+    took to solve the task (inf: not solved within its budget), and their Spearman correlation
+    over the runs probed at that step (a run that stopped before it has no probe there).
     "A network learns the lags its gradient reaches" predicts a negative rho."""
     d = with_model(runs)[["path", "model", "cell", "T", "solved"]]
-    d = d.merge(gradient_reach(evidence, flow, runs), on="path")
+    d = d.merge(gradient_reach(evidence, flow, runs, step=step), on="path")
     d = d.merge(solve_times(metrics, runs), on="path")
     d["to_solve"] = d.sequences_to_solve.fillna(np.inf)
     return d, spearman(np.log10(d.reach), d.to_solve)
@@ -210,9 +221,12 @@ def summary(folder) -> dict[str, pd.DataFrame | dict]:
         )
     )
     evidence, flow = load_table(folder, "evidence", runs), load_table(folder, "grad_flow", runs)
-    per_run, rho = reach_vs_learning(evidence, flow, metrics, runs)
+    _, rho = reach_vs_learning(evidence, flow, metrics, runs)
+    early = early_step(evidence)
+    rho_early = reach_vs_learning(evidence, flow, metrics, runs, early)[1] if early else None
     return {"success": rates, "speed": speed, "learn": learn, "plateau": flat.reset_index(),
-            "reach": rho, "paper": beside_paper(speed, runs)}  # fmt: skip
+            "reach": rho, "reach_early": (early, rho_early),
+            "paper": beside_paper(speed, runs)}  # fmt: skip
 
 
 def print_summary(folder) -> None:
@@ -232,9 +246,12 @@ def print_summary(folder) -> None:
         if not s["paper"].empty:
             print("\nbeside Hochreiter & Schmidhuber 1997 (their mean; wrong: of our eval set)")
             print(s["paper"].to_string(index=False))
-    r = s["reach"]
-    print("\nSpearman rho, gradient reach at init vs sequences to solve (not solved: slowest):")
-    print(f"{r['rho']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}], n = {r['n']} runs")
+    print("\nSpearman rho, gradient reach vs sequences to solve (not solved: slowest):")
+    (early, r_early), r = s["reach_early"], s["reach"]
+    print(f"at initialisation: {r['rho']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}], n = {r['n']} runs")
+    if early:
+        stat = f"{r_early['rho']:.3f} [{r_early['lo']:.3f}, {r_early['hi']:.3f}]"
+        print(f"after {early} updates: {stat}, n = {r_early['n']} runs (those probed there)")
 
 
 def show_summary(results, experiment: str) -> None:

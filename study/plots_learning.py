@@ -1,6 +1,6 @@
 """Figures of the learning study: success against lag with Wilson intervals, sequences-to-solve
-against lag, the gradient reaching the evidence at initialisation against how fast a run
-learned, and every run's learning curve with its last half marked.
+against lag, the gradient reaching the evidence at initialisation and early in training against
+how fast a run learned, and every run's learning curve with its last half marked.
 
 Each function takes the tidy tables (study.results) and returns a matplotlib Figure; the numbers
 come from study/learning.py. A model is a cell with its initialisation (study.analysis.
@@ -108,34 +108,43 @@ def solve_speed(metrics: pd.DataFrame, runs: pd.DataFrame):
 
 
 def reach(evidence: pd.DataFrame, flow: pd.DataFrame, metrics: pd.DataFrame, runs: pd.DataFrame):
-    """Per run: the fraction of the error signal that reaches the earliest evidence at
-    initialisation (x) against the sequences it took to solve the task (y); runs never solved
-    sit in a band above the budget. Spearman's rho over all runs in the title."""
-    d, rho = learning.reach_vs_learning(evidence, flow, metrics, runs)
-    order, colors = _models(d)
+    """Per run: the fraction of the error signal that reaches the earliest evidence (x) against
+    the sequences it took to solve the task (y), at initialisation (left) and at the first probe
+    after it (right); runs never solved sit in a band above the budget. Spearman's rho over the
+    runs of each panel in its title."""
+    early = learning.early_step(evidence)
+    steps = [0] if early is None else [0, early]
     budget = _budget(runs)
     unsolved_y = budget * 2.2
-    fig, ax = plt.subplots(figsize=(8.5, 4.8), layout="constrained")
-    for model in order:
-        g = d[d.model == model]
-        y = g.sequences_to_solve.fillna(unsolved_y)
-        solved = g.sequences_to_solve.notna()
-        ax.scatter(g.reach[solved], y[solved], s=14, color=colors[model], label=model)
-        ax.scatter(g.reach[~solved], y[~solved], s=14, color=colors[model], marker="x")
-    ax.axhline(budget, color="0.3", ls="--", lw=1)
-    band = ax.get_yaxis_transform()  # x in axes coordinates, y in data
-    ax.text(0.01, unsolved_y * 1.25, "not solved within the budget (x)", fontsize=8, transform=band)
-    ax.text(0.01, budget * 0.85, "budget", fontsize=8, transform=band, va="top")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    low = d.sequences_to_solve.min()
-    ax.set_ylim((low if low == low else budget) / 3, unsolved_y * 2)  # low != low: none solved
-    ax.set_xlabel("‖∂ℓ/∂x‖ at the earliest marker / at the last step, at initialisation (median)")
-    ax.set_ylabel("training sequences to solve")
-    stat = f"Spearman ρ = {rho['rho']:.2f} [{rho['lo']:.2f}, {rho['hi']:.2f}], n = {rho['n']} runs"
-    ax.set_title(f"A network learns the lags its gradient reaches: {stat}\n{describe(runs)}",
-                 fontsize=9)  # fmt: skip
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig, axes = plt.subplots(
+        1, len(steps), figsize=(6 + 5 * len(steps), 4.8), layout="constrained", sharey=True
+    )
+    axes = np.atleast_1d(axes)
+    for ax, step in zip(axes, steps):
+        d, rho = learning.reach_vs_learning(evidence, flow, metrics, runs, step)
+        order, colors = _models(learning.with_model(runs))
+        for model in order:
+            g = d[d.model == model]
+            y = g.sequences_to_solve.fillna(unsolved_y)
+            solved = g.sequences_to_solve.notna()
+            ax.scatter(g.reach[solved], y[solved], s=14, color=colors[model], label=model)
+            ax.scatter(g.reach[~solved], y[~solved], s=14, color=colors[model], marker="x")
+        ax.axhline(budget, color="0.3", ls="--", lw=1)
+        band = ax.get_yaxis_transform()  # x in axes coordinates, y in data
+        ax.text(0.01, unsolved_y * 1.25, "not solved within the budget (x)", fontsize=8,
+                transform=band)  # fmt: skip
+        ax.text(0.01, budget * 0.85, "budget", fontsize=8, transform=band, va="top")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        low = d.sequences_to_solve.min()
+        ax.set_ylim((low if low == low else budget) / 3, unsolved_y * 2)  # low != low: none solved
+        when = "at initialisation" if step == 0 else f"after {step} updates"
+        ax.set_xlabel(f"‖∂ℓ/∂x‖ at the earliest marker / at the last step, {when} (median)")
+        stat = f"ρ = {rho['rho']:.2f} [{rho['lo']:.2f}, {rho['hi']:.2f}], n = {rho['n']} runs"
+        ax.set_title(f"{when}: Spearman {stat}", fontsize=9)
+    axes[0].set_ylabel("training sequences to solve")
+    axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle(f"A network learns the lags its gradient reaches\n{describe(runs)}", fontsize=10)
     return fig
 
 

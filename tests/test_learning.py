@@ -11,6 +11,7 @@ import torch
 
 from study.learning import (
     beside_paper,
+    early_step,
     gradient_reach,
     learn_times,
     plateau,
@@ -226,30 +227,33 @@ def test_spearman_interval_covers_the_true_rank_correlation_about_95_percent():
 
 
 def test_gradient_reach_is_the_median_at_the_earliest_evidence_over_the_last_step():
+    """At each probed step its own rows only: the values at step 0 and at step 1000 differ, and
+    the first probe after initialisation is found as 1000."""
     rng = np.random.default_rng(1)
     B, T = 9, 50
-    rows, expected = [], {}
-    for path in ("p", "q"):
-        firsts = []
-        for b in range(B):
-            lags = sorted(rng.choice(np.arange(1, T), 2, replace=False))
-            for e, lag in enumerate(lags):
-                value = rng.lognormal()
-                rows.append({"path": path, "step": 0, "example": b, "evidence": e, "lag": lag,
-                             "quantity": "input_grad", "value": value})  # fmt: skip
-                rows.append({"path": path, "step": 0, "example": b, "evidence": e, "lag": lag,
-                             "quantity": "grad_norm_h", "value": 1e9})  # fmt: skip
-                if lag == lags[1]:
-                    firsts.append(value)
-        expected[path] = float(np.median(firsts)) / {"p": 2.0, "q": 0.5}[path]
-    flow = pd.DataFrame(
-        [
-            {"path": p, "step": 0, "quantity": "input_grad", "stat": "median", "lag": 0, "value": v}
-            for p, v in (("p", 2.0), ("q", 0.5))
-        ]  # fmt: skip
-    )
-    got = gradient_reach(pd.DataFrame(rows), flow, pd.DataFrame({"path": ["p", "q"]}))
-    assert got.set_index("path").reach.to_dict() == pytest.approx(expected)
+    rows, flow, expected = [], [], {0: {}, 1000: {}}
+    for step in (0, 1000):
+        for path, at_end in (("p", 2.0), ("q", 0.5)):
+            firsts = []
+            for b in range(B):
+                lags = sorted(rng.choice(np.arange(1, T), 2, replace=False))
+                for e, lag in enumerate(lags):
+                    value = rng.lognormal()
+                    rows.append({"path": path, "step": step, "example": b, "evidence": e,
+                                 "lag": lag, "quantity": "input_grad", "value": value})  # fmt: skip
+                    rows.append({"path": path, "step": step, "example": b, "evidence": e,
+                                 "lag": lag, "quantity": "grad_norm_h", "value": 1e9})  # fmt: skip
+                    if lag == lags[1]:
+                        firsts.append(value)
+            end = at_end * (1 + step / 1000)
+            flow.append({"path": path, "step": step, "quantity": "input_grad", "stat": "median",
+                         "lag": 0, "value": end})  # fmt: skip
+            expected[step][path] = float(np.median(firsts)) / end
+    evidence, flow = pd.DataFrame(rows), pd.DataFrame(flow)
+    assert early_step(evidence) == 1000 and early_step(evidence[evidence.step == 0]) is None
+    for step in (0, 1000):
+        got = gradient_reach(evidence, flow, pd.DataFrame({"path": ["p", "q"]}), step=step)
+        assert got.set_index("path").reach.to_dict() == pytest.approx(expected[step])
 
 
 def test_stop_on_solve_stops_at_the_first_evaluation_the_full_run_counts_as_solved():
