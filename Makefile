@@ -30,9 +30,10 @@ test: $(STAMP) browser
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
-# The study's reference results, committed under results/reference: about 2 hours on 2 cores
-# without the learning study (study_*, hochreiter1997_*), which takes many more (docs/study.md
-# section 6); it resumes where it stopped, skipping finished runs.
+# The study's reference results, committed under results/reference: on 2 cores about 1.7 hours
+# for figures 1-5, 4.6 for study_adding at T <= 200 (measured), about 8 more for the long lags,
+# study_lr, study_copy and the 1997 experiments (estimated; docs/study.md section 6). It resumes
+# where it stopped, skipping finished runs.
 reference: $(STAMP)
 	for e in $(REFERENCE); do $(PY) -m study.run -m experiment=$$e out_dir=results/reference $(PARALLEL) || exit 1; done
 	$(PY) -m study.run -m $(LONG_LAGS) out_dir=results/reference $(PARALLEL)
