@@ -36,7 +36,7 @@ def collect(folder: Path, out: Path) -> None:
     )
     if "wall_time_s" in runs:  # a resumed run counts the time since its last resume
         hours = runs.wall_time_s.sum() / 3600
-        print(f"run time: {hours:.2f} h summed over the {len(runs)} finished runs (2 workers: /2)")
+        print(f"run time: {hours:.2f} h summed over the {len(runs)} finished runs (W workers: /W)")
 
 
 def main(argv: list[str] | None = None) -> None:

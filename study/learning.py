@@ -69,6 +69,14 @@ def learn_times(metrics: pd.DataFrame, runs: pd.DataFrame, fraction: float = LEA
     )
 
 
+def learn_summary(metrics: pd.DataFrame, runs: pd.DataFrame, by=("model", "T")) -> pd.DataFrame:
+    """solve_summary of the sequences to learn (learn_times): per group, how many runs `learned`
+    and the median, quartiles and mean of the sequences it took them."""
+    learned = learn_times(metrics, runs)
+    learned = learned.rename(columns={"sequences_to_learn": "sequences_to_solve"})
+    return solve_summary(learned, runs, by).rename(columns={"solved": "learned"})
+
+
 def success_rates(runs: pd.DataFrame, by=("model", "T"), z: float = 1.96) -> pd.DataFrame:
     """Per group: seeds solved k, seeds run n, the rate k/n and its Wilson score interval."""
     rows = []
@@ -204,10 +212,7 @@ def summary(folder) -> dict[str, pd.DataFrame | dict]:
     metrics = load_table(folder, "metrics", runs)
     rates = success_rates(runs)
     speed = solve_summary(solve_times(metrics, runs), runs)
-    learned = learn_times(metrics, runs).rename(
-        columns={"sequences_to_learn": "sequences_to_solve"}
-    )
-    learn = solve_summary(learned, runs).rename(columns={"solved": "learned"})
+    learn = learn_summary(metrics, runs)
     failed = runs[~runs.solved.fillna(False).astype(bool)]
     flat = plateau(metrics, failed).merge(failed[["path", "model", "T"]], on="path")
     flat = (

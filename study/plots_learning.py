@@ -81,9 +81,7 @@ def solve_speed(metrics: pd.DataFrame, runs: pd.DataFrame):
     r = learning.with_model(runs)
     solve = learning.solve_times(metrics, r)
     summary = learning.solve_summary(solve, r)
-    learned = learning.learn_times(metrics, r)
-    learned = learned.rename(columns={"sequences_to_learn": "sequences_to_solve"})
-    learn = learning.solve_summary(learned, r)
+    learn = learning.learn_summary(metrics, r)
     runs_solved = r[["path", "model", "T"]].merge(solve, on="path").dropna()
     order, colors = _models(r)
     fig, ax = plt.subplots(figsize=(8.5, 4.4), layout="constrained")
@@ -95,7 +93,7 @@ def solve_speed(metrics: pd.DataFrame, runs: pd.DataFrame):
         err = [g["median"] - g.q25, g.q75 - g["median"]]
         ax.errorbar(g["T"] * shift, g["median"], yerr=err, marker="o", capsize=3,
                     color=colors[model], label=model)  # fmt: skip
-        g = learn[(learn.model == model) & (learn.solved > 0)].sort_values("T")
+        g = learn[(learn.model == model) & (learn.learned > 0)].sort_values("T")
         ax.plot(g["T"] * shift, g["median"], ls=":", lw=1, marker=".", color=colors[model])
     ax.axhline(_budget(runs), color="0.3", ls="--", lw=1, label="budget")
     _lag_axis(ax, r["T"].unique())
@@ -120,9 +118,9 @@ def reach(evidence: pd.DataFrame, flow: pd.DataFrame, metrics: pd.DataFrame, run
         1, len(steps), figsize=(6 + 5 * len(steps), 4.8), layout="constrained", sharey=True
     )
     axes = np.atleast_1d(axes)
+    order, colors = _models(learning.with_model(runs))
     for ax, step in zip(axes, steps):
         d, rho = learning.reach_vs_learning(evidence, flow, metrics, runs, step)
-        order, colors = _models(learning.with_model(runs))
         for model in order:
             g = d[d.model == model]
             y = g.sequences_to_solve.fillna(unsolved_y)
