@@ -8,6 +8,7 @@ the total parameter count as close as possible to the target.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -136,6 +137,7 @@ def build_model(
     forget_bias: float | None = None,
     forget_gate: bool = True,
     chrono: float | None = None,
+    input_bias: float | list[float] | None = None,
     options: dict | None = None,
     impl: str = "fast",
 ) -> SequenceModel:
@@ -151,6 +153,10 @@ def build_model(
     chrono: LSTM and GRU; a number T_max sets the chrono initialisation (Tallec & Ollivier 2018):
         the keep gate's total bias b ~ log U(1, T_max - 1), so that the memory time 1 / (1 - f)
         at zero input is uniform in [2, T_max]; the LSTM's input-gate bias is -b.
+    input_bias: LSTM only; None keeps PyTorch's init, a number sets the total input-gate bias,
+        a list splits the cells into that many equal blocks, one bias each: the 1997 paper's
+        [-3, -6] for its two blocks, so that the cells write little until the gates learn to
+        open (their remedy for the drift of a cell state that is never reset).
     options: keyword arguments of the cell's own constructor (the LRU: r_min, r_max, max_phase).
     """
     require_int("model.hidden_size", hidden_size, 1)
@@ -171,6 +177,14 @@ def build_model(
             raise ValueError("model.chrono applies only to cell=lstm and cell=gru")
         if chrono <= 2 or forget_bias is not None:
             raise ValueError(f"model.chrono={chrono!r} is invalid: T_max > 2, without forget_bias")
+    if input_bias is not None:
+        # a YAML list arrives as a ListConfig (a Sequence); a number or a string as itself
+        scalar = isinstance(input_bias, str) or not isinstance(input_bias, Sequence)
+        input_bias = [input_bias] if scalar else list(input_bias)
+        for value in input_bias:
+            require_number("model.input_bias", value)
+        if cell != "lstm" or chrono is not None:
+            raise ValueError("model.input_bias applies only to cell=lstm, without chrono")
     if recurrent_init not in ("default", "orthogonal", "identity"):
         allowed = "default, orthogonal, identity"
         raise ValueError(f"model.recurrent_init={recurrent_init!r} is invalid: allowed {allowed}")
@@ -189,13 +203,17 @@ def build_model(
         recurrence = kind(input_size, hidden_size, **options)
     except TypeError as e:  # an option the cell does not take
         raise ValueError(f"model.options do not fit cell={cell}: {e}") from None
+    if input_bias is not None and len(input_bias) > hidden_size:
+        raise ValueError(f"model.input_bias has {len(input_bias)} blocks for H={hidden_size} cells")
     model = SequenceModel(recurrence, output_size, impl)
-    _initialise(model.cell, recurrent_init, recurrent_gain, forget_bias, chrono)
+    _initialise(model.cell, recurrent_init, recurrent_gain, forget_bias, chrono, input_bias)
     return model
 
 
 @torch.no_grad()
-def _initialise(cell: Cell, recurrent_init: str, gain: float, forget_bias, chrono) -> None:
+def _initialise(
+    cell: Cell, recurrent_init: str, gain: float, forget_bias, chrono, input_bias
+) -> None:
     H = cell.hidden_size
     if recurrent_init != "default":
         for block in cell.weight_hh_l0.split(H, dim=0):  # one H x H block per gate
@@ -220,3 +238,8 @@ def _initialise(cell: Cell, recurrent_init: str, gain: float, forget_bias, chron
         if cell.kind == "lstm":
             cell.bias_ih_l0[:H] = -b  # input gate
             cell.bias_hh_l0[:H] = 0.0
+    if input_bias is not None:  # a list of biases, one per block of cells
+        blocks = torch.arange(H).tensor_split(len(input_bias))  # contiguous, sizes differ by <= 1
+        for cells, value in zip(blocks, input_bias):
+            cell.bias_ih_l0[cells] = float(value)  # rows 0..H-1: the input gate i
+        cell.bias_hh_l0[:H] = 0.0

@@ -178,6 +178,7 @@ BAD = {
     "model.hidden_size=8.5": "model.hidden_size=8.5",
     "train.clip_norm=abc": "train.clip_norm='abc'",
     "model.forget_bias=abc": "model.forget_bias='abc'",
+    "model.input_bias=abc": "model.input_bias='abc'",
     "model.match_params=abc": "model.match_params='abc'",
     "rerun=no": "rerun='no' is invalid: must be true or false",
     "model.forget_gate=off": "model.forget_gate='off' is invalid: must be true or false",

@@ -1,5 +1,7 @@
 """Model assembly: parameter matching, initialisation options."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -64,11 +66,52 @@ def test_forget_bias_sets_the_total_forget_gate_bias():
     torch.testing.assert_close(f0, torch.sigmoid(torch.full_like(f0, 3.0)))
 
 
+def test_input_bias_sets_one_total_bias_per_block_of_cells():
+    # the 1997 paper's two blocks with input-gate biases -3 and -6, here over 5 cells: 3 + 2
+    model = build_model("lstm", 2, 1, hidden_size=5, forget_gate=False, input_bias=[-3, -6])
+    c = model.cell
+    expected = torch.tensor([-3.0, -3.0, -3.0, -6.0, -6.0])
+    assert torch.equal((c.bias_ih_l0 + c.bias_hh_l0).detach()[:5], expected)
+    # the gate sees it: with zero input and state, i = sigmoid(bias) cell by cell
+    i0 = model(torch.zeros(1, 1, 2)).gates["i"][0][0]
+    torch.testing.assert_close(i0, torch.sigmoid(expected))
+    one = build_model("lstm", 2, 1, hidden_size=4, input_bias=-2.5)
+    torch.testing.assert_close(model_input_bias(one), torch.full((4,), -2.5))
+
+
+def model_input_bias(model) -> torch.Tensor:
+    c = model.cell
+    return (c.bias_ih_l0 + c.bias_hh_l0).detach()[: c.hidden_size]
+
+
+def test_the_1997_experiments_compose_to_the_papers_input_gate_biases():
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    for experiment, biases in [
+        ("hochreiter1997_adding", (-3, -6)),
+        ("hochreiter1997_order", (-2, -4)),
+    ]:
+        with initialize_config_dir(str(conf), version_base="1.3"):
+            cfg = compose("config", [f"experiment={experiment}"])
+        model = instantiate(cfg.model, input_size=2, output_size=1)  # the YAML list, a ListConfig
+        H = model.cell.hidden_size
+        expected = torch.tensor(
+            [biases[0]] * (H // 2) + [biases[1]] * (H - H // 2), dtype=torch.float
+        )
+        assert torch.equal(model_input_bias(model), expected)
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
         ({"cell": "transformer"}, "model.cell='transformer' is unknown: allowed rnn, lstm, gru"),
         ({"cell": "gru", "forget_bias": 1.0}, "apply only to cell=lstm"),
+        ({"cell": "gru", "input_bias": -3.0}, "model.input_bias applies only to cell=lstm"),
+        ({"cell": "lstm", "input_bias": [-3], "chrono": 10}, "without chrono"),
+        ({"cell": "lstm", "input_bias": [-3, "x"]}, "model.input_bias='x' is invalid"),
+        ({"cell": "lstm", "input_bias": [-1, -2, -3], "hidden_size": 2}, "3 blocks for H=2"),
         ({"cell": "rnn", "hidden_size": 0}, "model.hidden_size=0 is invalid"),
         ({"cell": "rnn", "recurrent_init": "xavier"}, "model.recurrent_init='xavier'"),
     ],
