@@ -31,7 +31,7 @@ test: $(STAMP) browser
 	$(PY) -m pytest
 
 # The study's reference results, committed under results/reference: on 2 cores about 1.7 hours
-# for figures 1-5, 4.6 for study_adding at T <= 200 (measured), about 8 more for the long lags,
+# for figures 1-5, 4.9 for study_adding at T <= 200 (measured), about 8 more for the long lags,
 # study_lr, study_copy and the 1997 experiments (estimated; docs/study.md section 6). It resumes
 # where it stopped, skipping finished runs.
 reference: $(STAMP)
