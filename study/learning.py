@@ -140,7 +140,8 @@ def plateau(metrics: pd.DataFrame, runs: pd.DataFrame, last: float = 0.5) -> pd.
                 "rel_last": rel[-1],
             }
         )
-    return pd.DataFrame(rows)
+    columns = ["path", "from_step", "to_step", "rel_min", "rel_max", "rel_first", "rel_last"]
+    return pd.DataFrame(rows, columns=columns)  # the columns also when no run is given
 
 
 def gradient_reach(
@@ -247,7 +248,8 @@ def print_summary(folder) -> None:
         print(
             f"\nfailed runs: eval loss / baseline in the last half of the budget (flat: >= {FLAT})"
         )
-        print(s["plateau"].to_string(index=False))
+        flat = s["plateau"]
+        print("(none: every run solved)" if flat.empty else flat.to_string(index=False))
         if not s["paper"].empty:
             print("\nbeside Hochreiter & Schmidhuber 1997 (their mean; wrong: of our eval set)")
             print(s["paper"].to_string(index=False))

@@ -186,6 +186,9 @@ def test_plateau_reads_the_last_half_of_each_run_relative_to_its_baseline():
     (row,) = plateau(metrics, runs).to_dict("records")
     assert row["from_step"] == 3000 and row["to_step"] == 6000
     assert row["rel_min"] == pytest.approx(0.95) and row["rel_max"] == pytest.approx(1.0)
+    # every run solved: no failed run to read, an empty table with the same columns
+    empty = plateau(metrics, runs.iloc[:0])
+    assert empty.empty and {"path", "rel_min", "rel_max"} <= set(empty.columns)
 
 
 def _ranks(values) -> list[float]:
