@@ -31,9 +31,10 @@ test: $(STAMP) browser
 	$(PY) -m pytest
 
 # The study's reference results, committed under results/reference: on 2 cores about 1.7 hours
-# for figures 1-5, 4.9 for study_adding at T <= 200 (measured), about 8 more for the long lags,
-# study_lr, study_copy and the 1997 experiments (estimated; docs/study.md section 6). It resumes
-# where it stopped, skipping finished runs.
+# for figures 1-5, 4.9 for study_adding at T <= 200, 0.3 for the 1997 experiments at T = 100
+# (measured), about 9 more for the 1997 adding problem at T = 500, the long lags, study_lr and
+# study_copy (estimated; docs/study.md section 6). It resumes where it stopped, skipping finished
+# runs.
 reference: $(STAMP)
 	for e in $(REFERENCE); do $(PY) -m study.run -m experiment=$$e out_dir=results/reference $(PARALLEL) || exit 1; done
 	$(PY) -m study.run -m $(LONG_LAGS) out_dir=results/reference $(PARALLEL)
