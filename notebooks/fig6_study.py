@@ -64,3 +64,13 @@ show("fig6g_curves_copy", RESULTS, FIGURES)
 
 # %%
 show_summary(RESULTS, "study_adding")
+
+# %% [markdown]
+# Hochreiter & Schmidhuber's own protocol (Experiments 4 and 6a): sequences until their stopping
+# rule, beside the paper's means (also `study-learning results/reference/hochreiter1997_adding`).
+
+# %%
+show_summary(RESULTS, "hochreiter1997_adding")
+
+# %%
+show_summary(RESULTS, "hochreiter1997_order")
