@@ -199,18 +199,20 @@ def speed_table(Hs, Bs, Ts, repeats, device="cpu") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def scan_table(T: int, B: int, H_rnn: int, repeats: int) -> pd.DataFrame:
+def scan_table(T: int, B: int, H_rnn: int, repeats: int, device="cpu") -> pd.DataFrame:
     """The linear-recurrence cells at a long T: their parallel scan (impl=fast) against their
-    step loop (impl=explicit), beside the fast tanh RNN, every model at the RNN's parameter
-    count at H_rnn (match_params)."""
+    step loop (impl=explicit), beside the fast tanh RNN (cuDNN on CUDA), every model at the
+    RNN's parameter count at H_rnn (match_params)."""
     target = count_params("rnn", 2, H_rnn, 1)
-    rnn = step_ms("rnn", H_rnn, B, T, "fast", repeats)
+    rnn = step_ms("rnn", H_rnn, B, T, "fast", repeats, device)
     rows = [{"cell": "rnn", "H": H_rnn, "n_params": target, "path": "fast", "ms_per_step": rnn}]
     print(f"  rnn     H={H_rnn:<3d} fast {rnn:8.1f} ms", flush=True)
     for cell in ("mingru", "minlstm", "lru"):
         H = matched_hidden_size(cell, 2, 1, target)
         n = count_params(cell, 2, H, 1)
-        ms = {path: step_ms(cell, H, B, T, impl, repeats) for path, impl in PARALLEL.items()}
+        ms = {
+            path: step_ms(cell, H, B, T, impl, repeats, device) for path, impl in PARALLEL.items()
+        }
         for path, value in ms.items():
             rows.append({"cell": cell, "H": H, "n_params": n, "path": path, "ms_per_step": value})
         print(
@@ -350,7 +352,9 @@ def workers_table(cell, H, B, T, steps) -> pd.DataFrame:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small size per table")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (speed tables only)")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda (the speed, ensemble, targets and scan tables)"
+    )
     parser.add_argument("--out", default="results/bench", help="where the CSVs go")
     parser.add_argument(
         "--only", default=",".join(TABLES), help=f"comma-separated subset of {', '.join(TABLES)}"
@@ -396,10 +400,10 @@ def main(argv=None) -> None:
         print("parallel workers:", flush=True)
         tables["workers"] = workers_table("gru", 128, 64, 200, w)
 
-    if args.device == "cpu" and "scan" in only:
+    if "scan" in only:
         T_scan = 200 if args.quick else 1000
         print(f"parallel scan vs loop at T={T_scan}, matched parameters:", flush=True)
-        tables["scan"] = scan_table(T_scan, 32, 64, 3 if args.quick else repeats)
+        tables[f"scan{tag}"] = scan_table(T_scan, 32, 64, 3 if args.quick else repeats, args.device)
 
     meta = f"torch {torch.__version__}, device {args.device}"
     if args.device == "cuda":

@@ -95,6 +95,12 @@ def native_module(cell: Cell) -> nn.RNNBase:
     for name, p in cell.named_parameters():  # RNNBase.__setattr__ refreshes its flat weights
         if getattr(native, name) is not p:
             setattr(native, name, p)
+    weights = native._flat_weights
+    if weights[0].is_cuda and len({w.untyped_storage().data_ptr() for w in weights}) > 1:
+        # cuDNN reads the weights from one buffer; given separate tensors it copies them at every
+        # call (and warns). flatten_parameters moves them into one buffer in place (set_), so the
+        # Parameter objects the cell and the optimiser hold stay the same
+        native.flatten_parameters()
     return native
 
 
