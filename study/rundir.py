@@ -52,7 +52,8 @@ FINISHED = ("completed", "diverged")  # statuses that a resumed sweep skips
 # Config keys that do not change what a run computes, so they are neither in its run id nor in
 # its fingerprint. threads, device and ensemble change the order in which float sums are
 # taken (results agree to ~1e-15 relative in float64 terms, ~1e-6 in float32), not the function;
-# a run is the same run whichever of them computed it.
+# a run is the same run whichever of them computed it. (On CUDA, cuDNN's recurrences may use TF32
+# for float32 by PyTorch's default, torch.backends.cudnn.allow_tf32: ~1e-3; run.json's device.)
 NOT_IDENTITY = (
     "seed",  # in the run id on its own, last
     "rerun",
