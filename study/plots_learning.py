@@ -121,12 +121,22 @@ def reach(evidence: pd.DataFrame, flow: pd.DataFrame, metrics: pd.DataFrame, run
     order, colors = _models(learning.with_model(runs))
     for ax, step in zip(axes, steps):
         d, rho = learning.reach_vs_learning(evidence, flow, metrics, runs, step)
+        # a reach of 0 (float64 underflow at the longest lags) has no place on a log axis: it
+        # is drawn at a floor below the smallest positive one, and said so
+        positive = d.reach[d.reach > 0]
+        floor = positive.min() / 1e3 if len(positive) else 1e-300
+        x = d.reach.where(d.reach > 0, floor)
         for model in order:
             g = d[d.model == model]
             y = g.sequences_to_solve.fillna(unsolved_y)
             solved = g.sequences_to_solve.notna()
-            ax.scatter(g.reach[solved], y[solved], s=14, color=colors[model], label=model)
-            ax.scatter(g.reach[~solved], y[~solved], s=14, color=colors[model], marker="x")
+            xs = x[g.index]
+            ax.scatter(xs[solved], y[solved], s=14, color=colors[model], label=model)
+            ax.scatter(xs[~solved], y[~solved], s=14, color=colors[model], marker="x")
+        if (zeros := int((d.reach == 0).sum())) > 0:
+            ax.axvline(floor, color="0.6", lw=0.8, ls=":")
+            ax.text(floor, 0.02, f" {zeros} run(s) with reach 0\n (below float64's range)",
+                    fontsize=7, transform=ax.get_xaxis_transform())  # fmt: skip
         ax.axhline(budget, color="0.3", ls="--", lw=1)
         band = ax.get_yaxis_transform()  # x in axes coordinates, y in data
         ax.text(0.01, unsolved_y * 1.25, "not solved within the budget (x)", fontsize=8,

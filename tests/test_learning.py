@@ -214,6 +214,15 @@ def test_spearman_equals_pearson_on_average_ranks_and_the_classic_formula():
     assert got["rho"] == pytest.approx(r) and got["n"] == n
 
 
+def test_spearman_ranks_a_reach_that_underflowed_to_zero_lowest():
+    """At T = 1000 a run's gradient reach can underflow to 0: it ranks below every positive
+    reach (no log is taken, so no warning), as its rank 1 in a hand-ranked table says."""
+    reach = [0.0, 1e-300, 1e-5, 0.5, 0.9]
+    to_solve = [np.inf, 9e4, 1.5e5, 4e4, np.inf]
+    ranks_x, ranks_y = [1, 2, 3, 4, 5], [4.5, 2, 3, 1, 4.5]
+    assert spearman(reach, to_solve)["rho"] == pytest.approx(np.corrcoef(ranks_x, ranks_y)[0, 1])
+
+
 def test_spearman_interval_covers_the_true_rank_correlation_about_95_percent():
     """Monte Carlo: bivariate normal samples with correlation r have Spearman's rank correlation
     (6 / pi) arcsin(r / 2); the interval should contain it in about 95 % of samples."""
