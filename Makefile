@@ -31,10 +31,11 @@ test: $(STAMP) browser
 	$(PY) -m pytest
 
 # The study's reference results, committed under results/reference: on 2 cores about 1.7 hours
-# for figures 1-5, 4.9 for study_adding at T <= 200, 0.3 for the 1997 experiments at T = 100
-# (measured), about 9 more for the 1997 adding problem at T = 500, the long lags, study_lr and
-# study_copy (estimated; docs/study.md section 6). It resumes where it stopped, skipping finished
-# runs.
+# for figures 1-5, 4.9 for study_adding at T <= 200, 0.3 for the 1997 experiments at T = 100,
+# about 1.3 for the 1997 adding problem at T = 500 (measured); the long lags about 3.5 on the
+# CPU (the IRNN's and chrono LSTM's measured, the GRU's estimated: its runs here came from a
+# GPU), study_lr about 2.5, study_copy about 1 (estimated; docs/study.md section 6). It resumes
+# where it stopped, skipping finished runs.
 reference: $(STAMP)
 	for e in $(REFERENCE); do $(PY) -m study.run -m experiment=$$e out_dir=results/reference $(PARALLEL) || exit 1; done
 	$(PY) -m study.run -m $(LONG_LAGS) out_dir=results/reference $(PARALLEL)
