@@ -10,20 +10,11 @@ import torch
 
 from study.fast import sequence
 from tests.conftest import small_model, study_run
-from tests.test_fast import CELLS, IDS, PARAM_ORDER, explicit_states
+from tests.test_fast import CELLS, IDS, PARAM_ORDER, explicit_states, outputs_and_grads
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 CUDA = torch.device("cuda")
-
-
-def outputs_and_grads(model, x, probe):
-    """The readout and the gradients of a random functional of it with respect to the input
-    (every position) and every parameter, on the device x lives on."""
-    x = x.clone().requires_grad_(True)
-    y = model.predict(x)
-    grads = torch.autograd.grad((y * probe).sum(), [x, *model.parameters()])
-    return y, grads
 
 
 @pytest.mark.parametrize("impl", ["fast", "native"])
@@ -34,10 +25,8 @@ def test_cudnn_equals_the_explicit_cells_on_the_cpu(cell, kw, impl):
     model = small_model(cell, input_size=3, hidden=9, output=2, seed=11, **kw)
     x = torch.randn(5, 23, 3, dtype=torch.float64)
     probe = torch.randn(5, 23, 2, dtype=torch.float64)
-    model.impl = "explicit"
-    y_ref, g_ref = outputs_and_grads(model, x, probe)
-    model.to(CUDA).impl = impl
-    y, g = outputs_and_grads(model, x.to(CUDA), probe.to(CUDA))
+    y_ref, g_ref = outputs_and_grads(model, x, probe, "explicit")
+    y, g = outputs_and_grads(model.to(CUDA), x.to(CUDA), probe.to(CUDA), impl)
     torch.testing.assert_close(y.cpu(), y_ref, rtol=1e-9, atol=1e-11)
     for name, a, b in zip(["x", *(n for n, _ in model.named_parameters())], g, g_ref):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-9, atol=1e-11, msg=name)
@@ -98,10 +87,8 @@ def test_the_scan_on_cuda_equals_the_loop_on_the_cpu(cell):
     model = small_model(cell, input_size=3, hidden=7, output=2, seed=5)
     x = torch.randn(4, 61, 3, dtype=torch.float64)
     probe = torch.randn(4, 61, 2, dtype=torch.float64)
-    model.impl = "explicit"
-    y_ref, g_ref = outputs_and_grads(model, x, probe)
-    model.to(CUDA).impl = "fast"
-    y, g = outputs_and_grads(model, x.to(CUDA), probe.to(CUDA))
+    y_ref, g_ref = outputs_and_grads(model, x, probe, "explicit")
+    y, g = outputs_and_grads(model.to(CUDA), x.to(CUDA), probe.to(CUDA), "fast")
     torch.testing.assert_close(y.cpu(), y_ref, rtol=1e-9, atol=1e-11)
     for name, a, b in zip(["x", *(n for n, _ in model.named_parameters())], g, g_ref):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-9, atol=1e-11, msg=name)
