@@ -206,20 +206,28 @@ def reach_vs_learning(
     return d, spearman(d.reach, d.to_solve)
 
 
+def swept(runs: pd.DataFrame) -> str:
+    """What the study's tables are split by besides the model: the learning rate where it takes
+    several values and the lag T does not (study_lr), else T."""
+    return "lr" if runs.lr.nunique() > 1 and runs["T"].nunique() == 1 else "T"
+
+
 def summary(folder) -> dict[str, pd.DataFrame | dict]:
-    """The study's numbers from one experiment folder: success rates with Wilson intervals,
+    """The study's numbers from one experiment folder, per model and T (per model and learning
+    rate in a learning-rate sweep: `swept`): success rates with Wilson intervals,
     sequences-to-solve, the plateau of every failed run (its last half), and the rank
     correlation of gradient reach with learning."""
     runs = with_model(load_runs(folder))
+    by = ("model", swept(runs))
     metrics = load_table(folder, "metrics", runs)
-    rates = success_rates(runs)
-    speed = solve_summary(solve_times(metrics, runs), runs)
-    learn = learn_summary(metrics, runs)
+    rates = success_rates(runs, by)
+    speed = solve_summary(solve_times(metrics, runs), runs, by)
+    learn = learn_summary(metrics, runs, by)
     failed = runs[~runs.solved.fillna(False).astype(bool)]
-    flat = plateau(metrics, failed).merge(failed[["path", "model", "T"]], on="path")
+    flat = plateau(metrics, failed).merge(failed[["path", *by]], on="path")
     flat = (
         flat.assign(flat=flat.rel_min >= FLAT)
-        .groupby(["model", "T"])
+        .groupby(list(by))
         .agg(
             n=("path", "size"),
             flat=("flat", "sum"),
@@ -233,7 +241,7 @@ def summary(folder) -> dict[str, pd.DataFrame | dict]:
     rho_early = reach_vs_learning(evidence, flow, metrics, runs, early)[1] if early else None
     return {"success": rates, "speed": speed, "learn": learn, "plateau": flat.reset_index(),
             "reach": rho, "reach_early": (early, rho_early),
-            "paper": beside_paper(speed, runs)}  # fmt: skip
+            "paper": beside_paper(speed, runs) if by[1] == "T" else speed.iloc[:0]}  # fmt: skip
 
 
 def print_summary(folder) -> None:

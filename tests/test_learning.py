@@ -20,6 +20,7 @@ from study.learning import (
     spearman,
     success_rates,
     summary,
+    swept,
 )
 from study.model import build_model
 from study.tasks.adding import Adding
@@ -130,6 +131,19 @@ def test_success_rates_count_seeds_and_their_wilson_intervals_invert_the_score_t
             pd.DataFrame({"model": "A", "T": 1, "solved": [True] * k + [False] * (n - k)})
         )
         assert got.lo[0] == pytest.approx(lo, abs=1e-9) and got.hi[0] == pytest.approx(hi, abs=1e-9)
+
+
+def test_the_tables_split_by_learning_rate_only_in_a_learning_rate_sweep():
+    """study_lr varies the learning rate at one T: its tables go per learning rate. A sweep over
+    T (whatever its learning rates) and a single learning rate go per T."""
+    lr_sweep = pd.DataFrame({"T": [200] * 4, "lr": [1e-4, 1e-3, 1e-4, 1e-3]})
+    assert swept(lr_sweep) == "lr"
+    assert swept(lr_sweep.assign(T=[100, 200, 100, 200])) == "T"
+    assert swept(lr_sweep.assign(lr=1e-3)) == "T"
+    rates = success_rates(
+        lr_sweep.assign(model="A", solved=[True, False, True, True]), ("model", "lr")
+    )
+    assert rates[["lr", "k", "n"]].values.tolist() == [[1e-4, 2, 2], [1e-3, 1, 2]]
 
 
 def test_solve_summary_gives_numpys_quartiles_over_the_solved_runs():
