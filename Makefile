@@ -39,7 +39,6 @@ test: $(STAMP) browser
 reference: $(STAMP)
 	for e in $(REFERENCE); do $(PY) -m study.run -m experiment=$$e out_dir=results/reference $(PARALLEL) || exit 1; done
 	$(PY) -m study.run -m $(LONG_LAGS) out_dir=results/reference $(PARALLEL)
-	$(PY) -m study.run -m experiment=lags_copy out_dir=results/reference $(PARALLEL)
 	$(PY) -m study.figures results/reference --out results/figures
 	$(PY) -m study.report results/reference
 

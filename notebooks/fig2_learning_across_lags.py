@@ -18,7 +18,7 @@
 #
 # The fraction of seeds that solve the task (each task's own criterion, 95 % Wilson intervals)
 # against the lag T, and the learning curves against the analytic memoryless baseline, for the
-# adding problem and copy memory. Experiments lags_adding and lags_copy.
+# adding problem (experiment lags_adding). Copy memory is in Figure 6 (experiment study_copy).
 
 # %% tags=["parameters"]
 import os
@@ -34,9 +34,3 @@ show("fig2a_success_adding", RESULTS, FIGURES)
 
 # %%
 show("fig2b_curves_adding", RESULTS, FIGURES)
-
-# %%
-show("fig2c_success_copy", RESULTS, FIGURES)
-
-# %%
-show("fig2d_curves_copy", RESULTS, FIGURES)

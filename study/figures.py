@@ -210,8 +210,6 @@ FIGURES = {  # the study's figures: file name -> (kind, experiments to read, in 
     "fig1c_init_lstm_forget_bias": ("init_setting", ("init_lstm_forget_bias",)),
     "fig2a_success_adding": ("success_vs_lag", ("lags_adding", "quick")),
     "fig2b_curves_adding": ("learning_curves", ("lags_adding", "quick")),
-    "fig2c_success_copy": ("success_vs_lag", ("lags_copy",)),
-    "fig2d_curves_copy": ("learning_curves", ("lags_copy",)),
     "fig3a_flow_heatmaps": ("flow_heatmaps", ("memory_path", "quick")),
     "fig3b_cell_path": ("cell_path", ("memory_path", "quick")),
     "fig3c_training_dynamics": ("training_dynamics", ("memory_path", "quick")),
@@ -224,8 +222,7 @@ FIGURES = {  # the study's figures: file name -> (kind, experiments to read, in 
     "fig6c_reach": ("study_reach", ("study_adding",)),
     "fig6d_curves": ("study_curves", ("study_adding",)),
     "fig6e_lr_window": ("study_lr_window", ("study_lr",)),
-    "fig6f_success_copy": ("study_success", ("study_copy",)),
-    "fig6g_curves_copy": ("study_curves", ("study_copy",)),
+    "fig6f_curves_copy": ("study_curves", ("study_copy",)),
 }
 
 
