@@ -8,6 +8,10 @@ study/cells.py) and `scan`, the same function computed for all steps at once:
     minGRU, minLSTM   log-space cumulative sums (Feng et al. 2024, Sec. 3.1, "Were RNNs All We
                       Needed?"): h_t = sum_k (prod_{j=k+1..t} a_j) b_k with a, b > 0, so
                       log h_t = A_t + logcumsumexp_k(log b_k - A_k), A_t = sum_{j<=t} log a_j
+                      on CUDA; on the CPU a step loop with its backward written out
+                      (LinearRecurrence) from a and b themselves: there the log-space sums'
+                      extra work (softplus, exp, logcumsumexp at every step) costs more than
+                      the parallelism saves (a minGRU training step 2-4x faster, T = 200)
     LRU               an associative scan (doubling) of s_t = lambda s_{t-1} + b_t: lambda is
                       the same at every step, so after the pass with offset d each s_t sums a
                       window of 2d inputs: s_t += lambda^d s_{t-d}, d = 1, 2, 4, ...
@@ -44,6 +48,35 @@ def log_space_scan(log_a: Tensor, log_b: Tensor) -> Tensor:
     return torch.exp(A + torch.logcumsumexp(log_b - A, dim=1))
 
 
+class LinearRecurrence(torch.autograd.Function):
+    """h_t = a_t * h_{t-1} + b_t from h_{-1} = 0, (B, T, H), one step at a time, with the
+    backward written out: the gradient runs the same recurrence in reverse,
+    g_t = dL/dh_t + a_{t+1} * g_{t+1}, and then dL/db_t = g_t, dL/da_t = g_t * h_{t-1}."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
+        a, b = a.transpose(0, 1).contiguous(), b.transpose(0, 1).contiguous()  # time first
+        h = torch.empty_like(b)
+        prev = torch.zeros_like(b[0])
+        for t in range(len(b)):
+            prev = torch.addcmul(b[t], a[t], prev, out=h[t])
+        ctx.save_for_backward(a, h)
+        return h.transpose(0, 1)
+
+    @staticmethod
+    def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor]:
+        a, h = ctx.saved_tensors
+        grad_h = grad_h.transpose(0, 1)
+        grad_b = torch.empty_like(h)
+        g = torch.zeros_like(h[0])
+        for t in reversed(range(len(h))):
+            nxt = a[t + 1] if t + 1 < len(h) else torch.zeros_like(g)
+            g = torch.addcmul(grad_h[t], nxt, g, out=grad_b[t])
+        grad_a = torch.zeros_like(h)
+        grad_a[1:] = grad_b[1:] * h[:-1]  # h_{-1} = 0: a_0 gets no gradient
+        return grad_a.transpose(0, 1), grad_b.transpose(0, 1)
+
+
 class MinGRUCell(Cell):
     """minGRU (Feng et al. 2024, Alg. 5): the GRU with gates of the input alone, no reset gate.
 
@@ -62,10 +95,16 @@ class MinGRUCell(Cell):
         h_new = (1 - z) * h + z * g(a_h)
         return (hold(h_new, h, keep),), {"z": z}
 
-    def scan(self, x: Tensor) -> Tensor:
+    def scan(self, x: Tensor, log_space: bool | None = None) -> Tensor:
+        """h_t for every t, (B, T, H): in log space on CUDA, step by step on the CPU."""
         a_z, a_h = self.project_inputs(x).chunk(2, dim=-1)
-        # log(1 - z) = -softplus(a_z), log z = -softplus(-a_z): no log of a rounded sigmoid
-        return log_space_scan(-F.softplus(a_z), -F.softplus(-a_z) + log_g(a_h))
+        if (
+            x.is_cuda if log_space is None else log_space
+        ):  # all steps at once, in log space: log(1 - z) = -softplus(a_z), log z =
+            # -softplus(-a_z), no log of a rounded sigmoid
+            return log_space_scan(-F.softplus(a_z), -F.softplus(-a_z) + log_g(a_h))
+        z = torch.sigmoid(a_z)  # the CPU: one step at a time (module docstring)
+        return LinearRecurrence.apply(1 - z, z * g(a_h))
 
     def linear_path(self, traj, direct_h: Tensor):
         """The whole state path is linear: the gradient along it alone is the total."""
@@ -96,11 +135,17 @@ class MinLSTMCell(Cell):
         h_new = f * h + i * g(a_h)
         return (hold(h_new, h, keep),), {"f": f, "i": i}
 
-    def scan(self, x: Tensor) -> Tensor:
+    def scan(self, x: Tensor, log_space: bool | None = None) -> Tensor:
+        """h_t for every t, (B, T, H): in log space on CUDA, step by step on the CPU."""
         a_f, a_i, a_h = self.project_inputs(x).chunk(3, dim=-1)
-        # f' = sigmoid(log f - log i) = sigmoid(-diff), i' = sigmoid(diff) (the paper's form)
-        diff = F.softplus(-a_f) - F.softplus(-a_i)
-        return log_space_scan(-F.softplus(diff), -F.softplus(-diff) + log_g(a_h))
+        if (
+            x.is_cuda if log_space is None else log_space
+        ):  # in log space: f' = sigmoid(log f - log i) = sigmoid(-diff), i' =
+            # sigmoid(diff) (the paper's form)
+            diff = F.softplus(-a_f) - F.softplus(-a_i)
+            return log_space_scan(-F.softplus(diff), -F.softplus(-diff) + log_g(a_h))
+        f, i = torch.sigmoid(a_f), torch.sigmoid(a_i)  # the CPU: one step at a time
+        return LinearRecurrence.apply(f / (f + i), i / (f + i) * g(a_h))
 
     def linear_path(self, traj, direct_h: Tensor):
         """The whole state path is linear: the gradient along it alone is the total."""

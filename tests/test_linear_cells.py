@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from study.linear_cells import LinearRecurrence, log_space_scan
 from study.model import build_model
 from study.probes import cell_path_gradient, gradient_flow
 from study.tasks.adding import Adding
@@ -20,15 +21,19 @@ def model64(cell, H=6, I=3, O=2, seed=0, **kw):
     return build_model(cell, I, O, hidden_size=H, **kw).double()
 
 
-@pytest.mark.parametrize("cell", NEW)
+SCANS = [("mingru", False), ("mingru", True), ("minlstm", False), ("minlstm", True), ("lru", None)]
+
+
+@pytest.mark.parametrize("cell, log_space", SCANS)  # log space: CUDA's form, here on the CPU
 @pytest.mark.parametrize("T", [1, 7, 200])
-def test_the_scan_computes_what_the_loop_computes_with_every_gradient(cell, T):
+def test_the_scan_computes_what_the_loop_computes_with_every_gradient(cell, log_space, T):
     model = model64(cell, options={"r_min": 0.5, "r_max": 0.99} if cell == "lru" else None)
     with torch.no_grad():  # gates far from 1/2, so that the path decays and grows unevenly
         model.cell.bias_ih_l0.add_(torch.linspace(-3, 3, model.cell.bias_ih_l0.numel()).double())
     x = torch.randn(4, T, 3, dtype=torch.float64, requires_grad=True)
     loop = model(x).y
-    scan = model.readout(model.cell.scan(x))
+    form = {} if log_space is None else {"log_space": log_space}
+    scan = model.readout(model.cell.scan(x, **form))
     torch.testing.assert_close(scan, loop, rtol=1e-10, atol=1e-12)
     assert model.predict(x).grad_fn is not None  # training takes the scan (impl=fast)
     w = torch.randn_like(loop)
@@ -40,6 +45,44 @@ def test_the_scan_computes_what_the_loop_computes_with_every_gradient(cell, T):
         b = torch.zeros_like(p) if b is None else b
         # 1e-10 of the largest entry: log-space sums lose a few digits on the tiny entries
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10 * float(b.abs().max()) + 1e-300)
+
+
+def _recurrence_by_autograd(a, b):
+    """h_t = a_t * h_{t-1} + b_t, one autograd operation per step: the reference."""
+    h, out = torch.zeros_like(b[:, 0]), []
+    for t in range(b.shape[1]):
+        h = a[:, t] * h + b[:, t]
+        out.append(h)
+    return torch.stack(out, dim=1)
+
+
+@pytest.mark.parametrize("T", [1, 2, 9, 200])
+def test_both_scans_compute_the_recurrence_with_its_gradients(T):
+    """The CPU's step loop with its hand-written backward and the log-space scan (CUDA's),
+    against autograd through the plain recurrence, in float64; a in (0, 1) spread out so that
+    the products span many decades, b > 0 as the log-space form needs."""
+    gen = torch.Generator().manual_seed(T)
+    a = torch.rand(3, T, 5, generator=gen, dtype=torch.float64) * 0.98 + 0.01
+    b = torch.rand(3, T, 5, generator=gen, dtype=torch.float64) + 0.1
+    w = torch.randn(3, T, 5, generator=gen, dtype=torch.float64)
+    a.requires_grad_(), b.requires_grad_()
+    ref = _recurrence_by_autograd(a, b)
+    g_ref = torch.autograd.grad((ref * w).sum(), (a, b))
+    for name, h in [
+        ("loop", LinearRecurrence.apply(a, b)),
+        ("log-space", log_space_scan(a.log(), b.log())),
+    ]:
+        torch.testing.assert_close(h, ref, rtol=1e-12, atol=0, msg=name)
+        for got, want in zip(torch.autograd.grad((h * w).sum(), (a, b)), g_ref):
+            # the log-space sums lose a few digits on entries far below the largest
+            atol = 1e-10 * float(want.abs().max()) + 1e-14 if name == "log-space" else 0.0
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=atol, msg=name)
+
+
+def test_the_step_loops_backward_passes_finite_differences():
+    a = torch.rand(2, 6, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(LinearRecurrence.apply, (a, b))
 
 
 def test_the_lru_state_is_its_closed_form_sum():
