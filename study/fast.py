@@ -37,7 +37,8 @@ def choose_path(cell: Cell, impl: str, device: torch.device, padded: bool, membe
     explicit  the cell's own loop (study/cells.py): impl=explicit, left-padded batches, the LSTM
               without a forget gate; cells torch.nn lacks, where they have no scan or in an
               ensemble or with impl=native
-    scan      the linear-recurrence cells' parallel scan over time (study/linear_cells.py)
+    scan      the linear-recurrence cells' `scan` over all steps (study/linear_cells.py;
+              parallel on CUDA, a step loop with a written-out backward on the CPU)
     native    torch.nn on the cell's parameters: impl=native; for impl=fast, the LSTM on CPU
               (oneDNN's fused kernel; ensemble members take turns through it) and, for a single
               model, every cell on CUDA (cuDNN)
