@@ -5,7 +5,7 @@
     fast     CUDA: native for every cell. CPU: native for the LSTM (its fused kernel beat every
              hand-written loop measured, docs/speed.md); for the RNN and GRU, which torch.nn does
              not fuse on CPU, a whole-sequence autograd.Function with a hand-written backward
-             through time; the parallel scan over time for the linear-recurrence cells
+             through time; the linear-recurrence cells' `scan` (a step loop on CPU)
 
 The whole-sequence Functions (RNNSequence, GRUSequence, LSTMSequence) take the input and the
 cell's four parameters and return h_t for every step. Every tensor may carry a leading *member*
