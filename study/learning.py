@@ -264,6 +264,9 @@ def print_summary(folder) -> None:
             print(s["paper"].to_string(index=False))
     print("\nSpearman rho, gradient reach vs sequences to solve (not solved: slowest):")
     (early, r_early), r = s["reach_early"], s["reach"]
+    if not s["success"].k.any():  # every run ranks slowest: the ranks say nothing
+        print(f"none: no run solved the task (n = {r['n']} runs)")
+        return
     print(f"at initialisation: {r['rho']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}], n = {r['n']} runs")
     if early:
         stat = f"{r_early['rho']:.3f} [{r_early['lo']:.3f}, {r_early['hi']:.3f}]"
