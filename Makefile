@@ -3,11 +3,14 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=2
 REFERENCE := init_ratio init_rnn_scale init_lstm_forget_bias memory_path lags_adding matched dynamics
-REFERENCE += study_adding study_lr study_copy hochreiter1997_adding hochreiter1997_order
+REFERENCE += study_adding study_copy hochreiter1997_adding hochreiter1997_order
 # The learning study's long lags: study_adding at T = 500 and 1000, into the same folder, for the
 # cells that solved the adding problem in at least half their seeds at T = 200 (the others did
 # not at T = 200; README, "The learning study").
 LONG_LAGS := experiment=study_adding task.length=500,1000 model=irnn,lstm_chrono,gru
+# study_lr as it was run: the RNN, LSTM and GRU as seed ensembles (5 seeds in one process, each
+# its own run), minGRU one run at a time (its ensemble is slower on CPU; docs/speed.md).
+LR_WINDOW := experiment=study_lr out_dir=results/reference $(PARALLEL)
 
 .PHONY: install run test reference figures notebooks browser
 install: $(STAMP)
@@ -32,13 +35,15 @@ test: $(STAMP) browser
 
 # The study's reference results, committed under results/reference: on 2 cores about 1.7 hours
 # for figures 1-5, 4.9 for study_adding at T <= 200, 0.3 for the 1997 experiments at T = 100,
-# about 1.3 for the 1997 adding problem at T = 500, 0.75 for study_copy, 1.3 for study_lr (its
-# RNN, LSTM and GRU as seed ensembles: ensemble=5 seed=0) (measured); the long lags about 3.5 on
-# the CPU (the IRNN's and chrono LSTM's measured, the GRU's estimated: its runs here came from a
-# GPU; docs/study.md section 6). It resumes where it stopped, skipping finished runs.
+# about 1.3 for the 1997 adding problem at T = 500, 0.75 for study_copy, 1.3 for study_lr
+# (measured); the long lags about 3.5 on the CPU (the IRNN's and chrono LSTM's measured, the
+# GRU's estimated: its runs here came from a GPU; docs/study.md section 6). It resumes where it
+# stopped, skipping finished runs.
 reference: $(STAMP)
 	for e in $(REFERENCE); do $(PY) -m study.run -m experiment=$$e out_dir=results/reference $(PARALLEL) || exit 1; done
 	$(PY) -m study.run -m $(LONG_LAGS) out_dir=results/reference $(PARALLEL)
+	$(PY) -m study.run -m $(LR_WINDOW) model=rnn,lstm_fb1,gru seed=0 ensemble=5
+	$(PY) -m study.run -m $(LR_WINDOW) model=mingru
 	$(PY) -m study.figures results/reference --out results/figures
 	$(PY) -m study.report results/reference
 
