@@ -18,10 +18,11 @@
 #
 # The adding problem (Arjovsky et al. 2016 form) at lags T = 25 to 200 (to 1000 for the IRNN,
 # the chrono LSTM and the GRU), nine models with the same input path, readout, optimiser, data
-# and budget, 10 seeds each; every run stops when it meets the task's criterion. (a) Success against T with Wilson 95 % intervals; (b) the training
-# sequences each model needed; (c) per run, the fraction of the error signal that reaches the
-# earliest marker at initialisation against the sequences it took to solve the task, with
-# Spearman's rank correlation; (d) every learning curve, the last half of the budget shaded:
+# and budget, 10 seeds each; every run stops when it meets the task's criterion. (a) Success
+# against T with Wilson 95 % intervals; (b) the training sequences each model needed; (c) per
+# run, the fraction of the error signal that reaches the earliest marker at initialisation
+# against the sequences it took to solve the task, with Spearman's rank correlation; (d) every
+# learning curve, the last half of the budget shaded:
 # a failed run must be flat at the baseline there. Experiment study_adding.
 
 # %% tags=["parameters"]
