@@ -57,9 +57,9 @@ class LinearRecurrence(torch.autograd.Function):
     def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
         a, b = a.transpose(0, 1).contiguous(), b.transpose(0, 1).contiguous()  # time first
         h = torch.empty_like(b)
-        prev = torch.zeros_like(b[0])
-        for t in range(len(b)):
-            prev = torch.addcmul(b[t], a[t], prev, out=h[t])
+        h[0] = b[0]  # h_{-1} = 0
+        for t in range(1, len(b)):
+            torch.addcmul(b[t], a[t], h[t - 1], out=h[t])
         ctx.save_for_backward(a, h)
         return h.transpose(0, 1)
 
@@ -67,11 +67,10 @@ class LinearRecurrence(torch.autograd.Function):
     def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor]:
         a, h = ctx.saved_tensors
         grad_h = grad_h.transpose(0, 1)
-        grad_b = torch.empty_like(h)
-        g = torch.zeros_like(h[0])
-        for t in reversed(range(len(h))):
-            nxt = a[t + 1] if t + 1 < len(h) else torch.zeros_like(g)
-            g = torch.addcmul(grad_h[t], nxt, g, out=grad_b[t])
+        grad_b = torch.empty_like(h)  # g_t, which is dL/db_t
+        grad_b[-1] = grad_h[-1]
+        for t in reversed(range(len(h) - 1)):
+            torch.addcmul(grad_h[t], a[t + 1], grad_b[t + 1], out=grad_b[t])
         grad_a = torch.zeros_like(h)
         grad_a[1:] = grad_b[1:] * h[:-1]  # h_{-1} = 0: a_0 gets no gradient
         return grad_a.transpose(0, 1), grad_b.transpose(0, 1)
