@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# The main job: a small default sweep (about 17 minutes on 2 cores), then its figures and the
+# The main job: a small default sweep (8.6-17 minutes on 2 cores), then its figures and the
 # HTML report (results/main/report.html: one offline file, its path printed last).
 run: $(STAMP)
 	$(PY) -m study.run -m experiment=init_ratio out_dir=results/main $(PARALLEL)
