@@ -9,6 +9,10 @@ computes it for all time steps in one matmul; `step` does only the recurrent par
 tuple of tensors (h,) or (h, c); `step` also returns the gate activations so that probes can
 read them without re-running the cell.
 
+`cut` (study/cut.py), optional: the gradient-path cut of this step; `step` passes the previous
+state through cut(path, s_{t-1}) where it enters each of the cell's `cut_paths`, which changes
+the gradient along that path and nothing in the forward pass.
+
 `keep` (B, 1) bool, optional: where False (a left-padded step of a shorter sequence) the state is
 carried over unchanged. It is applied inside the step, to c before h = o * tanh(c) reads it, so that
 the state a probe differentiates is the very tensor the next step and the readout use.
@@ -20,6 +24,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from study.cut import no_cut
 
 
 def hold(new: Tensor, old: Tensor, keep: Tensor | None) -> Tensor:
@@ -41,6 +47,8 @@ class Cell(nn.Module):
     block_names: str = ""  # names of W_hh's H x H blocks, in order (for the weights table)
     recurrent_weights: bool = True  # False: no W_hh, b_hh (the linear-recurrence cells)
     memory: str = "h"
+    cut_paths: tuple[str, ...] = ()  # the recurrent paths `model.cut` can cut (study/cut.py)
+    linear_path_cut: str | None = None  # which of them is the path `linear_path` follows
     kind: str
 
     def __init__(self, input_size: int, hidden_size: int):
@@ -114,6 +122,7 @@ class RNNCell(Cell):
     """Elman RNN:  h_t = phi(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),  phi = tanh or relu."""
 
     n_gates, kind, block_names = 1, "rnn", "h"
+    cut_paths = ("hidden",)  # its one path: cut, no credit reaches earlier steps
 
     def __init__(self, input_size: int, hidden_size: int, nonlinearity: str = "tanh"):
         if nonlinearity not in ("tanh", "relu"):
@@ -121,9 +130,9 @@ class RNNCell(Cell):
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size)
 
-    def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None):
+    def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None, cut=no_cut):
         (h,) = state
-        a = torch.addmm(gx + self.bias_hh_l0, h, self.weight_hh_l0.t())
+        a = torch.addmm(gx + self.bias_hh_l0, cut("hidden", h), self.weight_hh_l0.t())
         h_new = torch.tanh(a) if self.nonlinearity == "tanh" else torch.relu(a)
         return (hold(h_new, h, keep),), {}
 
@@ -152,18 +161,20 @@ class LSTMCell(Cell):
     state_names = ("h", "c")
     gate_names = ("i", "f", "o")
     memory = "h"  # the horizon reads h, as for the other cells (c feeds h at every step)
+    cut_paths = ("cell", "hidden")  # c_{t-1} into c_t; h_{t-1} into the gates and g
+    linear_path_cut = "cell"
 
     def __init__(self, input_size: int, hidden_size: int, forget_gate: bool = True):
         self.forget_gate = forget_gate
         super().__init__(input_size, hidden_size)
 
-    def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None):
+    def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None, cut=no_cut):
         h, c = state
-        a = torch.addmm(gx + self.bias_hh_l0, h, self.weight_hh_l0.t())
+        a = torch.addmm(gx + self.bias_hh_l0, cut("hidden", h), self.weight_hh_l0.t())
         a_i, a_f, a_g, a_o = a.chunk(4, dim=1)
         i, g, o = torch.sigmoid(a_i), torch.tanh(a_g), torch.sigmoid(a_o)
         f = torch.sigmoid(a_f) if self.forget_gate else torch.ones_like(c)
-        c_new = hold(f * c + i * g, c, keep)
+        c_new = hold(f * cut("cell", c) + i * g, c, keep)
         h_new = hold(o * torch.tanh(c_new), h, keep)
         return (h_new, c_new), {"i": i, "f": f, "o": o}
 
@@ -217,16 +228,18 @@ class GRUCell(Cell):
 
     n_gates, kind, block_names = 3, "gru", "rzn"
     gate_names = ("r", "z")
+    cut_paths = ("linear", "hidden")  # h_{t-1} in z * h_{t-1}; h_{t-1} inside r, z and n
+    linear_path_cut = "linear"
 
-    def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None):
+    def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None, cut=no_cut):
         (h,) = state
-        gh = torch.addmm(self.bias_hh_l0, h, self.weight_hh_l0.t())
+        gh = torch.addmm(self.bias_hh_l0, cut("hidden", h), self.weight_hh_l0.t())
         x_r, x_z, x_n = gx.chunk(3, dim=1)
         h_r, h_z, h_n = gh.chunk(3, dim=1)
         r = torch.sigmoid(x_r + h_r)
         z = torch.sigmoid(x_z + h_z)
         n = torch.tanh(x_n + r * h_n)
-        h_new = (1 - z) * n + z * h
+        h_new = (1 - z) * n + z * cut("linear", h)
         return (hold(h_new, h, keep),), {"r": r, "z": z}
 
     def step_jacobian(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None):

@@ -32,12 +32,16 @@ class Single:
     def parameters(self) -> list[nn.Parameter]:
         return list(self.model.parameters())
 
+    @property
+    def cut(self):
+        return self.model.cut
+
     def to(self, device) -> Single:
         self.model.to(device)
         return self
 
-    def predict(self, xs: list[Tensor], valids: list[Tensor | None]) -> list[Tensor]:
-        return [self.model.predict(xs[0], valids[0])]
+    def predict(self, xs: list[Tensor], valids: list[Tensor | None], scales=None) -> list[Tensor]:
+        return [self.model.predict(xs[0], valids[0], None if scales is None else scales[0])]
 
     def member(self, e: int) -> SequenceModel:
         return self.model
@@ -77,16 +81,25 @@ class Ensemble(nn.Module):
         nonlinearity = getattr(cell, "nonlinearity", "tanh")
         self.recurrence = sequence(cell.kind, nonlinearity) if cell.kind in NATIVE else None
 
+    @property
+    def cut(self):
+        return self.template.cut  # one architecture: every member has the same cut
+
     def params(self) -> dict[str, Tensor]:
         return dict(zip(self.names, self.stacked))
 
-    def predict(self, xs: list[Tensor], valids: list[Tensor | None]) -> list[Tensor]:
-        """Every member's readout at every step, member e on its own batch xs[e]."""
+    def predict(self, xs: list[Tensor], valids: list[Tensor | None], scales=None) -> list[Tensor]:
+        """Every member's readout at every step, member e on its own batch xs[e]. scales: a
+        stochastic cut's s_t per member for this update (study/cut.py), or None."""
         p, cell = self.params(), self.template.cell
         padded = any(v is not None for v in valids)
-        path = choose_path(cell, self.template.impl, xs[0].device, padded, self.size)
+        scales = scales or [None] * self.size
+        cuts = [self.template.cut_scales(x.shape[1], s) for x, s in zip(xs, scales)]
+        cut = None if cuts[0] is None else (cuts[0][0], torch.stack([c[1] for c in cuts]))
+        impl, device = self.template.impl, xs[0].device
+        path = choose_path(cell, impl, device, padded, self.size, cut is not None)
         if path != "explicit":
-            hs = self._hidden_states(torch.stack(xs), p, path)  # (E, B, T, H)
+            hs = self._hidden_states(torch.stack(xs), p, path, cut)  # (E, B, T, H)
             W_out, b_out = p["readout.weight"].transpose(1, 2), p["readout.bias"].unsqueeze(1)
             # the readout in the states' memory order (the Functions return them time-major)
             time_major = not hs.is_contiguous()
@@ -96,12 +109,13 @@ class Ensemble(nn.Module):
         # padded batches, the LSTM without forget gate, impl=explicit: the explicit cells,
         # member by member, on slices of the stacked parameters (gradients flow into them)
         template = self._template(xs[0].device)
+        call = torch.func.functional_call
         return [
-            torch.func.functional_call(template, {n: v[e] for n, v in p.items()}, (x, valid)).y
-            for e, (x, valid) in enumerate(zip(xs, valids))
+            call(template, {n: v[e] for n, v in p.items()}, (x, valid, s)).y
+            for e, (x, valid, s) in enumerate(zip(xs, valids, scales))
         ]
 
-    def _hidden_states(self, x: Tensor, p: dict[str, Tensor], path: str) -> Tensor:
+    def _hidden_states(self, x: Tensor, p: dict[str, Tensor], path: str, cut=None) -> Tensor:
         """h_t of every member, (E, B, T, H), from the stacked cell parameters."""
         weights = {n: p[f"cell.{n}"] for n in CELL_PARAMS}
         if path == "native":
@@ -114,7 +128,7 @@ class Ensemble(nn.Module):
                 call(native, {n: w[e] for n, w in weights.items()}, x[e])[0] for e in range(len(x))
             ]
             return torch.stack(h)
-        return self.recurrence(x, *weights.values())
+        return self.recurrence(x, *weights.values(), cut=cut)
 
     def member(self, e: int) -> SequenceModel:
         """A standalone copy of member e with its current weights (for probes, checkpoints)."""

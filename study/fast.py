@@ -13,6 +13,10 @@ dimension E: then E models with stacked weights run as one (batched matmuls), wh
 ensembles train (study/ensemble.py). Inside, tensors are laid out (*members, T, B, features):
 each step's slice is one contiguous block per member.
 
+Each Function takes the gradient-path cuts of its cell (study/cut.py) as optional per-step scales
+s_t, (*members, T): the gradient it carries from step t back to step t-1 along the cut path is
+multiplied by s_t; the forward pass does not read them.
+
 They do not expose the per-step state gradients: the probes always run the explicit cells
 (study/probes.py), on their own schedule. Variable-length batches (left padding) and the LSTM
 without a forget gate use the explicit cells. tests/test_fast.py checks every path against the
@@ -25,12 +29,15 @@ import torch
 from torch import Tensor, nn
 
 from study.cells import Cell
+from study.cut import step_scales
 
 IMPLS = ("explicit", "fast", "native")
 NATIVE = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}  # the cells torch.nn also has
 
 
-def choose_path(cell: Cell, impl: str, device: torch.device, padded: bool, members: int) -> str:
+def choose_path(
+    cell: Cell, impl: str, device: torch.device, padded: bool, members: int, cut: bool = False
+) -> str:
     """Which code computes the recurrence: the one place where `model.impl` is decided, for a
     single model (members=1) and for a seed ensemble alike.
 
@@ -43,7 +50,11 @@ def choose_path(cell: Cell, impl: str, device: torch.device, padded: bool, membe
               (oneDNN's fused kernel; ensemble members take turns through it) and, for a single
               model, every cell on CUDA (cuDNN)
     sequence  the whole-sequence Function with a hand-written BPTT: impl=fast otherwise (the RNN
-              and GRU on CPU; every cell of an ensemble on CUDA, members stacked)
+              and GRU on CPU; every cell of an ensemble on CUDA, members stacked), and every
+              classic cell with a gradient-path cut (torch.nn's kernels cannot cut a path)
+
+    With a cut (study/cut.py), minGRU/minLSTM's scan runs its step loop on every device, and the
+    LRU, whose doubling scan has no per-step gradient to scale, runs the explicit loop.
     """
     if impl not in IMPLS:
         raise ValueError(f"model.impl={impl!r} is unknown: allowed {', '.join(IMPLS)}")
@@ -51,36 +62,52 @@ def choose_path(cell: Cell, impl: str, device: torch.device, padded: bool, membe
         return "explicit"
     if cell.kind not in NATIVE:  # the linear-recurrence cells: their parallel scan over time
         scan = hasattr(cell, "scan") and impl == "fast" and members == 1
+        scan = scan and not (cut and cell.kind == "lru")
         return "scan" if scan else "explicit"  # (an ensemble of them, a cell from outside)
     if impl == "native":
+        if cut:
+            raise ValueError("model.impl=native cannot cut a gradient path: use fast or explicit")
         return "native"
+    if cut:
+        return "sequence"
     cuda = torch.device(device).type == "cuda"
     if cell.kind == "lstm" and not cuda:
         return "native"
     return "native" if cuda and members == 1 else "sequence"
 
 
-def hidden_states(cell: Cell, x: Tensor, path: str) -> Tensor:
-    """h_t for every step, (B, T, H), by the native, sequence or scan path (see choose_path)."""
+def hidden_states(cell: Cell, x: Tensor, path: str, cut=None) -> Tensor:
+    """h_t for every step, (B, T, H), by the native, sequence or scan path (see choose_path).
+    cut: None, or (path name, scales (T,)) of a gradient-path cut (study/cut.py)."""
     if path == "scan":
-        return cell.scan(x)
+        return cell.scan(x) if cut is None else cell.scan(x, scales=cut[1])
     if path == "native":
         return native_module(cell)(x)[0]
     return sequence(cell.kind, cell.nonlinearity if cell.kind == "rnn" else "tanh")(
-        x, cell.weight_ih_l0, cell.bias_ih_l0, cell.weight_hh_l0, cell.bias_hh_l0
+        x, cell.weight_ih_l0, cell.bias_ih_l0, cell.weight_hh_l0, cell.bias_hh_l0, cut=cut
     )
 
 
+CUT_PATHS = {"rnn": ("hidden",), "lstm": ("hidden", "cell"), "gru": ("hidden", "linear")}
+"""The cuttable paths of each Function, in the order of its scale arguments."""
+
+
 def sequence(kind: str, nonlinearity: str = "tanh"):
-    """The whole-sequence Function of a cell: f(x, W_ih, b_ih, W_hh, b_hh) -> hs, each with an
-    optional leading member dimension; x is (*members, B, T, I), hs is (*members, B, T, H)."""
+    """The whole-sequence Function of a cell: f(x, W_ih, b_ih, W_hh, b_hh, cut=None) -> hs, each
+    with an optional leading member dimension; x is (*members, B, T, I), hs is
+    (*members, B, T, H); cut: None or (path name, scales (*members, T)), study/cut.py."""
+
+    def scales(cut) -> list[Tensor | None]:
+        return [cut[1] if cut is not None and cut[0] == p else None for p in CUT_PATHS[kind]]
+
     if kind == "rnn":
         relu = nonlinearity == "relu"
-        return lambda *params: RNNSequence.apply(*params, relu)
+        return lambda *params, cut=None: RNNSequence.apply(*params, relu, *scales(cut))
     function = {"gru": GRUSequence, "lstm": LSTMSequence}[kind]
     # inside forward, ctx.needs_input_grad is True even under no_grad: ask here whether the
     # factors for the backward are needed at all (evaluation runs without them)
-    return lambda *params: function.apply(*params, torch.is_grad_enabled())
+    grad = torch.is_grad_enabled
+    return lambda *params, cut=None: function.apply(*params, grad(), *scales(cut))
 
 
 def native_module(cell: Cell) -> nn.RNNBase:
@@ -169,7 +196,7 @@ class RNNSequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, W_ih, b_ih, W_hh, b_hh, relu: bool):
+    def forward(ctx, x, W_ih, b_ih, W_hh, b_hh, relu: bool, hidden=None):
         T = x.shape[-2]
         xt = _time_major(x)
         if relu:
@@ -193,7 +220,7 @@ class RNNSequence(torch.autograd.Function):
             for t in range(T):
                 s = torch.sigmoid(_addmm(u[..., t, :, :], s, W4_t), out=hs[..., t, :, :])
             hs.mul_(2).sub_(1)
-        ctx.relu = relu
+        ctx.relu, ctx.hidden = relu, step_scales(hidden, hs)
         ctx.save_for_backward(xt, W_ih, W_hh, hs)
         return _batch_major(hs)
 
@@ -210,10 +237,12 @@ class RNNSequence(torch.autograd.Function):
             da_t = da[..., t, :, :]
             torch.addcmul(da_t, back, dphi[..., t, :, :], out=da_t)  # (delta_t + back) phi'
             back = da_t @ W_hh
+            if ctx.hidden is not None:  # the cut of h_{t-1}: its gradient scaled by s_t
+                back = back * ctx.hidden[..., t, :, :]
         # dW_hh = sum_t da_t^T h_{t-1}; step 0 contributes nothing (h_{-1} = 0)
         grad_W_hh = _sum_outer(da[..., 1:, :, :], hs[..., :-1, :, :])
         grad_x, grad_W_ih, grad_b = _input_grads(ctx, da, xt, W_ih)
-        return grad_x, grad_W_ih, grad_b, grad_W_hh, grad_b.clone(), None
+        return grad_x, grad_W_ih, grad_b, grad_W_hh, grad_b.clone(), None, None
 
 
 class GRUSequence(torch.autograd.Function):
@@ -231,7 +260,7 @@ class GRUSequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, W_ih, b_ih, W_hh, b_hh, grad: bool):
+    def forward(ctx, x, W_ih, b_ih, W_hh, b_hh, grad: bool, hidden=None, linear=None):
         T, H = x.shape[-2], W_hh.shape[-1]
         xt = _time_major(x)
         # n = tanh(a_n) = 2 sigmoid(2 a_n) - 1, so the n block runs doubled: 2 a_n =
@@ -266,6 +295,7 @@ class GRUSequence(torch.autograd.Function):
             h = torch.addcmul(n, z, h_minus_n, out=h_t)  # (1 - z) n + z h
         if grad:
             ctx.save_for_backward(xt, W_ih, W_hh, hs, rz_s, K)
+            ctx.hidden, ctx.linear = step_scales(hidden, hs), step_scales(linear, hs)
         return _batch_major(hs)
 
     @staticmethod
@@ -278,17 +308,28 @@ class GRUSequence(torch.autograd.Function):
         D = torch.empty_like(K)
         back = torch.zeros_like(hs[..., 0, :, :])
         steps = zip(delta.unbind(-3), rz[..., H:].unbind(-3), K.unbind(-4), D.unbind(-4))
-        for d, z, K_t, D_t in reversed(list(steps)):
+        cut = ctx.hidden is not None or ctx.linear is not None
+        for t, (d, z, K_t, D_t) in reversed(list(enumerate(steps))):
             d.add_(back)
             torch.mul(d.unsqueeze(-2), K_t, out=D_t)  # all four blocks in one op
-            back = _addmm(d * z, D_t[..., :3, :].flatten(-2), W_nrz)
+            if not cut:
+                back = _addmm(d * z, D_t[..., :3, :].flatten(-2), W_nrz)
+                continue
+            # a cut: the direct term d z (path "linear") and the term through r, z and n
+            # (path "hidden") reach h_{t-1} each scaled by its own s_t
+            direct, gates = d * z, D_t[..., :3, :].flatten(-2) @ W_nrz
+            if ctx.linear is not None:
+                direct = direct * ctx.linear[..., t, :, :]
+            if ctx.hidden is not None:
+                gates = gates * ctx.hidden[..., t, :, :]
+            back = direct + gates
         D_h = D[..., :3, :].flatten(-2)  # [da_n r, da_r, da_z]: rows n, r, z of W_hh
         D_x = D[..., 1:, :].flatten(-2)  # [da_r, da_z, da_n]: dL/d(W_ih x + b_ih)
         # dW_hh = sum_t D_h,t^T h_{t-1}; step 0 contributes nothing (h_{-1} = 0)
         grad_W_hh = _sum_outer(D_h[..., 1:, :, :], hs[..., :-1, :, :]).roll(-H, dims=-2)
         grad_b_hh = D_h.sum(dim=(-3, -2)).roll(-H, dims=-1)  # back to the order r, z, n
         grad_x, grad_W_ih, grad_b_ih = _input_grads(ctx, D_x, xt, W_ih)
-        return grad_x, grad_W_ih, grad_b_ih, grad_W_hh, grad_b_hh, None
+        return grad_x, grad_W_ih, grad_b_ih, grad_W_hh, grad_b_hh, None, None, None
 
 
 class LSTMSequence(torch.autograd.Function):
@@ -304,7 +345,7 @@ class LSTMSequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, W_ih, b_ih, W_hh, b_hh, grad: bool):
+    def forward(ctx, x, W_ih, b_ih, W_hh, b_hh, grad: bool, hidden=None, cell=None):
         T, H = x.shape[-2], W_hh.shape[-1]
         xt = _time_major(x)
         # g = tanh(a_g) = 2 sigmoid(2 a_g) - 1: the g block runs doubled, so that one sigmoid
@@ -339,6 +380,7 @@ class LSTMSequence(torch.autograd.Function):
                 f_s[..., t, :, :] = f
         if grad:
             ctx.save_for_backward(xt, W_ih, W_hh, hs, f_s, k_c, K)
+            ctx.hidden, ctx.cell = step_scales(hidden, hs), step_scales(cell, hs)
         return _batch_major(hs)
 
     @staticmethod
@@ -357,7 +399,11 @@ class LSTMSequence(torch.autograd.Function):
             torch.mul(dh, K_t[..., 3, :], out=D_t[..., 3, :])
             carry = dc.mul_(f[..., t, :, :])
             back = D_t.flatten(-2) @ W_hh
+            if ctx.cell is not None:  # the cut of c_{t-1} in f_t * c_{t-1}: scaled by s_t
+                carry.mul_(ctx.cell[..., t, :, :])
+            if ctx.hidden is not None:  # the cut of h_{t-1} in the gates and g
+                back = back * ctx.hidden[..., t, :, :]
         D = D.flatten(-2)  # dL/da for a = W_ih x + b_ih + W_hh h + b_hh
         grad_W_hh = _sum_outer(D[..., 1:, :, :], hs[..., :-1, :, :])
         grad_x, grad_W_ih, grad_b = _input_grads(ctx, D, xt, W_ih)
-        return grad_x, grad_W_ih, grad_b, grad_W_hh, grad_b.clone(), None
+        return grad_x, grad_W_ih, grad_b, grad_W_hh, grad_b.clone(), None, None, None

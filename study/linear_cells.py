@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from study.cells import Cell, hold
+from study.cut import no_cut, step_scales
 
 
 def g(x: Tensor) -> Tensor:
@@ -51,29 +52,34 @@ def log_space_scan(log_a: Tensor, log_b: Tensor) -> Tensor:
 class LinearRecurrence(torch.autograd.Function):
     """h_t = a_t * h_{t-1} + b_t from h_{-1} = 0, (B, T, H), one step at a time, with the
     backward written out: the gradient runs the same recurrence in reverse,
-    g_t = dL/dh_t + a_{t+1} * g_{t+1}, and then dL/db_t = g_t, dL/da_t = g_t * h_{t-1}."""
+    g_t = dL/dh_t + a_{t+1} * g_{t+1}, and then dL/db_t = g_t, dL/da_t = g_t * h_{t-1}.
+    `scales` (T,), optional: a gradient-path cut's s_t (study/cut.py) on h_{t-1}: g_t then
+    gets s_{t+1} a_{t+1} g_{t+1}."""
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
+    def forward(ctx, a: Tensor, b: Tensor, scales: Tensor | None = None) -> Tensor:
         a, b = a.transpose(0, 1).contiguous(), b.transpose(0, 1).contiguous()  # time first
         h = torch.empty_like(b)
         h[0] = b[0]  # h_{-1} = 0
         for t in range(1, len(b)):
             torch.addcmul(b[t], a[t], h[t - 1], out=h[t])
-        ctx.save_for_backward(a, h)
+        # a cut (study/cut.py) of h_{t-1} in a_t * h_{t-1}: the gradient carried back through
+        # it is scaled by s_t; dL/da_t = g_t h_{t-1} is not (it does not pass through h_{t-1})
+        carry = a if scales is None else a * step_scales(scales, a)
+        ctx.save_for_backward(carry, h)
         return h.transpose(0, 1)
 
     @staticmethod
-    def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor]:
-        a, h = ctx.saved_tensors
+    def backward(ctx, grad_h: Tensor):
+        carry, h = ctx.saved_tensors
         grad_h = grad_h.transpose(0, 1)
         grad_b = torch.empty_like(h)  # g_t, which is dL/db_t
         grad_b[-1] = grad_h[-1]
         for t in reversed(range(len(h) - 1)):
-            torch.addcmul(grad_h[t], a[t + 1], grad_b[t + 1], out=grad_b[t])
+            torch.addcmul(grad_h[t], carry[t + 1], grad_b[t + 1], out=grad_b[t])
         grad_a = torch.zeros_like(h)
         grad_a[1:] = grad_b[1:] * h[:-1]  # h_{-1} = 0: a_0 gets no gradient
-        return grad_a.transpose(0, 1), grad_b.transpose(0, 1)
+        return grad_a.transpose(0, 1), grad_b.transpose(0, 1), None
 
 
 class MinGRUCell(Cell):
@@ -86,23 +92,26 @@ class MinGRUCell(Cell):
 
     n_gates, kind, recurrent_weights = 2, "mingru", False
     gate_names = ("z",)
+    cut_paths = ("linear",)  # its one path: cut, no credit reaches earlier steps
+    linear_path_cut = "linear"
 
-    def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None):
+    def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None, cut=no_cut):
         (h,) = state
         a_z, a_h = gx.chunk(2, dim=1)
         z = torch.sigmoid(a_z)
-        h_new = (1 - z) * h + z * g(a_h)
+        h_new = (1 - z) * cut("linear", h) + z * g(a_h)
         return (hold(h_new, h, keep),), {"z": z}
 
-    def scan(self, x: Tensor, log_space: bool | None = None) -> Tensor:
-        """h_t for every t, (B, T, H): in log space on CUDA, step by step on the CPU."""
+    def scan(self, x: Tensor, log_space: bool | None = None, scales: Tensor | None = None):
+        """h_t for every t, (B, T, H): in log space on CUDA, step by step on the CPU and
+        wherever a cut's `scales` are given (the log-space sums cannot carry them)."""
         a_z, a_h = self.project_inputs(x).chunk(2, dim=-1)
-        if x.is_cuda if log_space is None else log_space:
+        if scales is None and (x.is_cuda if log_space is None else log_space):
             # all steps at once: log(1 - z) = -softplus(a_z), log z = -softplus(-a_z), no log
             # of a rounded sigmoid
             return log_space_scan(-F.softplus(a_z), -F.softplus(-a_z) + log_g(a_h))
         z = torch.sigmoid(a_z)  # the CPU: one step at a time (module docstring)
-        return LinearRecurrence.apply(1 - z, z * g(a_h))
+        return LinearRecurrence.apply(1 - z, z * g(a_h), scales)
 
     def linear_path(self, traj, direct_h: Tensor):
         """The whole state path is linear: the gradient along it alone is the total."""
@@ -124,24 +133,27 @@ class MinLSTMCell(Cell):
 
     n_gates, kind, recurrent_weights = 3, "minlstm", False
     gate_names = ("f", "i")
+    cut_paths = ("linear",)  # its one path: cut, no credit reaches earlier steps
+    linear_path_cut = "linear"
 
-    def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None):
+    def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None, cut=no_cut):
         (h,) = state
         a_f, a_i, a_h = gx.chunk(3, dim=1)
         f, i = torch.sigmoid(a_f), torch.sigmoid(a_i)
         f, i = f / (f + i), i / (f + i)
-        h_new = f * h + i * g(a_h)
+        h_new = f * cut("linear", h) + i * g(a_h)
         return (hold(h_new, h, keep),), {"f": f, "i": i}
 
-    def scan(self, x: Tensor, log_space: bool | None = None) -> Tensor:
-        """h_t for every t, (B, T, H): in log space on CUDA, step by step on the CPU."""
+    def scan(self, x: Tensor, log_space: bool | None = None, scales: Tensor | None = None):
+        """h_t for every t, (B, T, H): in log space on CUDA, step by step on the CPU and
+        wherever a cut's `scales` are given (the log-space sums cannot carry them)."""
         a_f, a_i, a_h = self.project_inputs(x).chunk(3, dim=-1)
-        if x.is_cuda if log_space is None else log_space:
+        if scales is None and (x.is_cuda if log_space is None else log_space):
             # f' = sigmoid(log f - log i) = sigmoid(-diff), i' = sigmoid(diff) (the paper's form)
             diff = F.softplus(-a_f) - F.softplus(-a_i)
             return log_space_scan(-F.softplus(diff), -F.softplus(-diff) + log_g(a_h))
         f, i = torch.sigmoid(a_f), torch.sigmoid(a_i)  # the CPU: one step at a time
-        return LinearRecurrence.apply(f / (f + i), i / (f + i) * g(a_h))
+        return LinearRecurrence.apply(f / (f + i), i / (f + i) * g(a_h), scales)
 
     def linear_path(self, traj, direct_h: Tensor):
         """The whole state path is linear: the gradient along it alone is the total."""
@@ -168,6 +180,8 @@ class LRUCell(Cell):
     n_gates, kind, recurrent_weights = 3, "lru", False
     state_names = ("h", "s")
     memory = "s"  # the loss at the last step reaches earlier steps through s only
+    cut_paths = ("linear",)  # its one path (s_{t-1} into s_t): cut, no credit through time
+    linear_path_cut = "linear"
 
     def __init__(
         self,
@@ -218,12 +232,12 @@ class LRUCell(Cell):
         modulus, theta = torch.exp(-torch.exp(self.nu_log)), torch.exp(self.theta_log)
         return modulus * torch.cos(theta), modulus * torch.sin(theta), torch.exp(self.gamma_log)
 
-    def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None):
+    def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None, cut=no_cut):
         h, s = state
         N = self.hidden_size
         bx_re, bx_im, dx = gx.split([N, N, N], dim=1)
         lam_re, lam_im, gamma = self.eigenvalues()
-        s_re, s_im = s.chunk(2, dim=1)
+        s_re, s_im = cut("linear", s).chunk(2, dim=1)
         s_new = torch.cat(
             [
                 lam_re * s_re - lam_im * s_im + gamma * bx_re,  # Re(lambda s) + gamma Re(B x)

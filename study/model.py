@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from study.cells import CELLS as CLASSIC
 from study.cells import Cell
 from study.checks import require_bool, require_int, require_number
+from study.cut import Cut, StepCut, make_cut
 from study.fast import IMPLS, choose_path, hidden_states
 from study.linear_cells import LRUCell, MinGRUCell, MinLSTMCell
 
@@ -28,45 +29,65 @@ class Trajectory:
     y: Tensor  # (B, T, output_size), readout of h_t at every step
     states: dict[str, list[Tensor]]  # "h" (and "c"): T tensors (B, H), the ones the recurrence used
     gates: dict[str, list[Tensor]]  # gate activations per step, e.g. "f": T tensors (B, H)
+    cut: tuple[str, Tensor] | None = None  # the gradient-path cut it ran with: (path, s_t (T,))
 
 
 class SequenceModel(nn.Module):
-    def __init__(self, cell: Cell, output_size: int, impl: str = "explicit"):
+    def __init__(
+        self, cell: Cell, output_size: int, impl: str = "explicit", cut: Cut | None = None
+    ):
         super().__init__()
         if impl not in IMPLS:
             raise ValueError(f"model.impl={impl!r} is unknown: allowed {', '.join(IMPLS)}")
         self.cell = cell
         self.readout = nn.Linear(cell.hidden_size, output_size)  # identical for every cell
         self.impl = impl  # how `predict` computes the recurrence; `forward` is always explicit
+        self.cut = cut  # a gradient-path cut (study/cut.py): changes the backward pass only
 
-    def predict(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+    def cut_scales(self, T: int, scales: Tensor | None = None) -> tuple[str, Tensor] | None:
+        """(path, s_t (T,)) of this model's cut: the given per-step scales (a stochastic cut's
+        draw for one update), else the expected ones; None without a cut."""
+        if self.cut is None:
+            return None
+        return self.cut.path, self.cut.scales(T) if scales is None else scales
+
+    def predict(self, x: Tensor, valid: Tensor | None = None, scales: Tensor | None = None):
         """Readout at every step, (B, T, O), by the fastest path that computes this exact
-        function (study/fast.py); what training and evaluation call."""
-        path = choose_path(self.cell, self.impl, x.device, valid is not None, members=1)
+        function (study/fast.py); what training and evaluation call. scales: a stochastic
+        cut's s_t for this update (study/cut.py); None: the expected ones."""
+        cut = self.cut_scales(x.shape[1], scales)
+        padded = valid is not None
+        path = choose_path(self.cell, self.impl, x.device, padded, members=1, cut=cut is not None)
         if path == "explicit":
-            return self(x, valid).y
-        return self.readout(hidden_states(self.cell, x, path))
+            return self(x, valid, scales).y
+        return self.readout(hidden_states(self.cell, x, path, cut))
 
-    def forward(self, x: Tensor, valid: Tensor | None = None) -> Trajectory:
+    def forward(
+        self, x: Tensor, valid: Tensor | None = None, scales: Tensor | None = None
+    ) -> Trajectory:
         """The explicit loop over the cell's equations, every state kept for the probes.
         x: (B, T, input_size). valid: optional (B, T) bool; where False (left padding of a
-        shorter sequence) the state is carried over unchanged, so every sequence ends at T-1."""
+        shorter sequence) the state is carried over unchanged, so every sequence ends at T-1.
+        scales: as in `predict`; the probes run with the expected ones (study/cut.py)."""
         B, T, _ = x.shape
         gx = self.cell.project_inputs(x)
         state = self.cell.initial_state(B)
         states = {name: [] for name in self.cell.state_names}
         gates = {name: [] for name in self.cell.gate_names}
+        cut = self.cut_scales(T, scales)
         # unbind, not gx[:, t]: the backward of each slice would allocate a zero tensor the size
         # of all of gx, making backpropagation quadratic in T.
         for t, gx_t in enumerate(gx.unbind(dim=1)):
             keep = None if valid is None else valid[:, t, None]
-            state, gate_values = self.cell.step(gx_t, state, keep)
+            # a cell from outside without cuts takes no `cut` argument: pass it only when set
+            step_cut = {} if cut is None else {"cut": StepCut(cut[0], cut[1][t])}
+            state, gate_values = self.cell.step(gx_t, state, keep, **step_cut)
             for name, s in zip(self.cell.state_names, state):
                 states[name].append(s)
             for name, g in gate_values.items():
                 gates[name].append(g)
         y = self.readout(torch.stack(states["h"], dim=1))
-        return Trajectory(y=y, states=states, gates=gates)
+        return Trajectory(y=y, states=states, gates=gates, cut=cut)
 
     def n_params(self) -> int:
         return self.cell.n_params() + sum(p.numel() for p in self.readout.parameters())
@@ -140,6 +161,9 @@ def build_model(
     input_bias: float | list[float] | None = None,
     options: dict | None = None,
     impl: str = "fast",
+    cut: str | None = None,
+    cut_scale: float | None = None,
+    cut_prob: float | None = None,
 ) -> SequenceModel:
     """Build a SequenceModel. `cell` names a built-in recurrence (CELLS) or the import path of a
     Cell subclass. Initialisation options (each one config key):
@@ -158,6 +182,10 @@ def build_model(
         [-3, -6] for its two blocks, so that the cells write little until the gates learn to
         open (their remedy for the drift of a cell state that is never reset).
     options: keyword arguments of the cell's own constructor (the LRU: r_min, r_max, max_phase).
+    cut: a recurrent path whose gradient is stopped, the forward pass unchanged (study/cut.py;
+        the cell's `cut_paths`: LSTM cell | hidden, GRU linear | hidden, the others their one
+        path); cut_scale alpha in [0, 1] scales it instead (null = 0, stopped); cut_prob p cuts
+        each step with probability p (null = 1, every step; h-detach).
     """
     require_int("model.hidden_size", hidden_size, 1)
     if match_params is not None:
@@ -205,7 +233,10 @@ def build_model(
         raise ValueError(f"model.options do not fit cell={cell}: {e}") from None
     if input_bias is not None and len(input_bias) > hidden_size:
         raise ValueError(f"model.input_bias has {len(input_bias)} blocks for H={hidden_size} cells")
-    model = SequenceModel(recurrence, output_size, impl)
+    path_cut = make_cut(kind, cut, cut_scale, cut_prob)
+    if path_cut is not None and impl == "native":
+        raise ValueError("model.impl=native cannot cut a gradient path: use fast or explicit")
+    model = SequenceModel(recurrence, output_size, impl, path_cut)
     _initialise(model.cell, recurrent_init, recurrent_gain, forget_bias, chrono, input_bias)
     return model
 

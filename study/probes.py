@@ -210,10 +210,14 @@ def cell_path_gradient(parts: dict) -> tuple[str, Tensor] | None:
     state, inject, carry = path
     valid = parts["batch"].valid
     T = inject.shape[1]
+    # a cut of this very path (study/cut.py) scales what it carries from step t to t-1 by s_t
+    cut = traj.cut if traj.cut is not None and traj.cut[0] == model.cell.linear_path_cut else None
     g = [None] * T
     g[T - 1] = inject[:, T - 1]
     for t in range(T - 2, -1, -1):
         back = carry(g[t + 1], t + 1)
+        if cut is not None:
+            back = back * cut[1][t + 1].to(back.dtype)
         if valid is not None:  # a padded step holds the state: its carry is the identity
             back = torch.where(valid[:, t + 1, None], back, g[t + 1])
         g[t] = back + inject[:, t]

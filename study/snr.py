@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from study.cut import StepCut
 from study.model import SequenceModel
 from study.tasks.base import Batch, Task
 
@@ -33,9 +34,9 @@ class _Step(nn.Module):
         super().__init__()
         self.cell = cell
 
-    def forward(self, x_t: Tensor, state: tuple[Tensor, ...], keep: Tensor | None) -> Tensor:
+    def forward(self, x_t: Tensor, state: tuple[Tensor, ...], keep: Tensor | None, cut) -> Tensor:
         gx_t = self.cell.project_inputs(x_t.unsqueeze(1)).squeeze(1)
-        return self.cell.step(gx_t, state, keep)[0]
+        return self.cell.step(gx_t, state, keep, **cut)[0]
 
 
 def per_step_gradients(model: SequenceModel, task: Task, batch: Batch) -> Tensor:
@@ -53,10 +54,12 @@ def per_step_gradients(model: SequenceModel, task: Task, batch: Batch) -> Tensor
     }
     per_step = {n: z.unbind(0) for n, z in offsets.items()}  # unbind: no T-sized zeros per step
     state, hs = cell.initial_state(B), []
+    cut = model.cut_scales(T)  # a gradient-path cut (study/cut.py): its expected scales
     for t, x_t in enumerate(batch.x.unbind(dim=1)):
         keep = None if batch.valid is None else batch.valid[:, t, None]
         p_t = {n: p + per_step[n][t] for n, p in params.items()}
-        state = functional_call(step, p_t, (x_t, state, keep))
+        step_cut = {} if cut is None else {"cut": StepCut(cut[0], cut[1][t])}
+        state = functional_call(step, p_t, (x_t, state, keep, step_cut))
         hs.append(state[cell.state_names.index("h")])
     y = model.readout(torch.stack(hs, dim=1))
     loss = task.loss(task.select(y), batch).mean()

@@ -153,6 +153,18 @@ def data_generator(seed: int, stream: str) -> torch.Generator:
     return torch.Generator().manual_seed(stream_seed(seed, stream))
 
 
+def cut_draws(cut, batches: list[Batch], seeds: list[int], step: int) -> list[Tensor] | None:
+    """A stochastic gradient-path cut's s_t for each member's update at `step`, each from its
+    own stream of (seed, step), so that a run draws the same cuts alone, in an ensemble and
+    after a resume; None for no cut or a deterministic one (study/cut.py)."""
+    if cut is None or cut.prob == 1.0:
+        return None
+    return [
+        cut.scales(b.x.shape[1], data_generator(seed, f"cut-{step}"))
+        for b, seed in zip(batches, seeds)
+    ]
+
+
 def clip_(grads: list[Tensor], max_norm: float | None) -> Tensor:
     """Scale one member's gradients in place as torch.nn.utils.clip_grad_norm_ does (the same
     arithmetic, on tensors that may be views into stacked gradients); return their total norm
@@ -172,14 +184,16 @@ def gradient_step(
     batches: list[Batch],
     clip_norm: float | None,
     per_example: bool = False,
+    scales: list[Tensor] | None = None,
 ) -> tuple[list[Tensor], list[Tensor], list[tuple[Tensor, Tensor]] | None]:
     """The gradient half of one training step, as the loop and the benchmark run it: each
     member's mean loss on its own batch, one backward pass of their sum (members share no
     parameter, so each gets exactly its own gradient), each member's gradient clipped on its
     own. Returns the losses and the gradient norms before clipping, and with `per_example`
     each member's per-sequence losses and metrics (detached; None otherwise);
-    `optimizer.step()` (after the loop has checked them for divergence) completes the step."""
-    ys = members.predict([b.x for b in batches], [b.valid for b in batches])
+    `optimizer.step()` (after the loop has checked them for divergence) completes the step.
+    scales: a stochastic gradient-path cut's s_t per member for this update (study/cut.py)."""
+    ys = members.predict([b.x for b in batches], [b.valid for b in batches], scales)
     per_loss = [task.loss(task.select(y), b) for y, b in zip(ys, batches)]
     losses = [loss.mean() for loss in per_loss]
     optimizer.zero_grad(set_to_none=True)
@@ -300,8 +314,9 @@ def train_members(
                 records[e].evidence.append(probed[e].evidence)
                 records[e].weights.append(probed[e].weights)
                 records[e].lyapunov.append(probed[e].lyapunov)
+        scales = cut_draws(members.cut, batches, seeds, step)
         losses, norms, per = gradient_step(
-            members, task, optimizer, batches, s.clip_norm, streams is not None
+            members, task, optimizer, batches, s.clip_norm, streams is not None, scales
         )
         hit = [False] * E
         if streams:
