@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,25 @@ NAMES = {"mingru": "minGRU", "minlstm": "minLSTM", "lru": "LRU"}  # display name
 
 
 def model_label(run: pd.Series) -> str:
+    """A readable name for a run's recurrence, its initialisation and its gradient-path cut
+    (", linear cut" and the like; nothing for an uncut run: cut_label)."""
+    base, arm = base_label(run), cut_label(run)
+    return base if arm == "uncut" else f"{base}, {arm}"
+
+
+def cut_label(run: pd.Series) -> str:
+    """The arm of the causal test a run is in: "uncut", or "<path> cut", with its dose where
+    it has one ("hidden cut x0.3", "hidden cut p=0.5"; study/cut.py)."""
+    path = run.get("cfg.model.cut")
+    if not isinstance(path, str):
+        return "uncut"
+    scale, prob = run.get("cfg.model.cut_scale"), run.get("cfg.model.cut_prob")
+    dose = "" if scale is None or pd.isna(scale) or scale == 0 else f" x{scale:g}"
+    dose += "" if prob is None or pd.isna(prob) or prob == 1 else f" p={prob:g}"
+    return f"{path} cut{dose}"
+
+
+def base_label(run: pd.Series) -> str:
     """A readable name for a run's recurrence and its initialisation."""
     cell = run["cfg.model.cell"]
     if cell == "lstm":
@@ -52,6 +72,32 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
     half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
     return max(0.0, centre - half), min(1.0, centre + half)  # rounding can step outside [0, 1]
+
+
+def fisher_exact(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Two-sided p of Fisher's exact test for k1 of n1 against k2 of n2: the probability, under
+    the hypergeometric law of the 2 x 2 table with its margins fixed, of every table at most as
+    likely as the one observed (with a relative tolerance of 1e-7 for ties, as R's fisher.test)."""
+    total, N = k1 + k2, n1 + n2
+
+    def pmf(a: int) -> float:
+        return math.comb(n1, a) * math.comb(n2, total - a) / math.comb(N, total)
+
+    observed = pmf(k1)
+    tables = range(max(0, total - n2), min(n1, total) + 1)
+    return min(1.0, sum(p for p in map(pmf, tables) if p <= observed * (1 + 1e-7)))
+
+
+def newcombe(k1: int, n1: int, k2: int, n2: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % interval for the difference of rates k1/n1 - k2/n2 from the two Wilson intervals
+    (Newcombe 1998, method 10, the hybrid score interval)."""
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson(k1, n1, z)
+    l2, u2 = wilson(k2, n2, z)
+    d = p1 - p2
+    lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return lo, hi
 
 
 def decay_ratio(flow: pd.DataFrame, step: int = 0, state: str | None = None, stat="median"):

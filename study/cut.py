@@ -13,10 +13,11 @@ s_{t-1} inside step t, never on the state itself:
     minGRU, minLSTM, LRU   linear   the one path: the same control
 
 `linear` names every gated cell's linear path (the LSTM's `cell`), so one sweep over
-`model.cut=null,linear,hidden` covers the LSTM and the GRU alike. sg is a stop-gradient. The dose: `scale` alpha in [0, 1] multiplies the cut path's gradient
-(0 = stopped), and with `prob` p < 1 each step is cut with probability p and left whole
-otherwise (h-detach, Kanuparthi et al. 2019, has p per step and alpha = 0). So each step t has
-a gradient scale s_t: alpha where cut, 1 where not.
+`model.cut=null,linear,hidden` covers the LSTM and the GRU alike. sg is a stop-gradient. The
+dose: `scale` alpha in [0, 1] multiplies the cut path's gradient (0 = stopped), and with `prob`
+p < 1 each step is cut with probability p and left whole otherwise (h-detach, Kanuparthi et al.
+2019, has p per step and alpha = 0). So each step t has a gradient scale s_t: alpha where cut,
+1 where not.
 
 Every path computes the same s_t: the explicit cells through `ScaleGrad` at the point where
 s_{t-1} enters the step, the whole-sequence Functions (study/fast.py, study/linear_cells.py) by

@@ -98,7 +98,8 @@ def check_top_level(cfg: DictConfig) -> None:
 
 
 KNOWN_TOP = {"model", "task", "train", "probe", "seed", "out_dir", "rerun", "threads", "device"}
-KNOWN_TOP |= {"ensemble", "progress", "hydra"}  # hydra: present when composed with its own config
+# hydra: present when composed with its own config
+KNOWN_TOP |= {"ensemble", "progress", "hydra", "experiment_dir"}
 
 
 def check_keys(cfg: DictConfig) -> None:

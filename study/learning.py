@@ -206,6 +206,18 @@ def reach_vs_learning(
     return d, spearman(d.reach, d.to_solve)
 
 
+def within_groups(d: pd.DataFrame, by=("model", "T")) -> dict:
+    """Spearman's rho of reach against sequences to solve within each group of `by` (the seeds
+    of one model and lag; reach_vs_learning's table `d`), and their mean over the groups where
+    it is defined (some solved, some varied). The pooled rho mixes the models: it says which
+    cell a run is; within a group only the seed varies."""
+    rhos = [spearman(g.reach, g.to_solve)["rho"] for _, g in d.groupby(list(by))]
+    defined = [r for r in rhos if not np.isnan(r)]
+    mean = float(np.mean(defined)) if defined else np.nan
+    return {"mean_rho": mean, "groups": len(rhos), "defined": len(defined),
+            "min": min(defined, default=np.nan), "max": max(defined, default=np.nan)}  # fmt: skip
+
+
 def swept(runs: pd.DataFrame) -> str:
     """What the study's tables are split by besides the model: the learning rate where it takes
     several values and the lag T does not (study_lr), else T."""
@@ -236,17 +248,34 @@ def summary(folder) -> dict[str, pd.DataFrame | dict]:
         )
     )
     evidence, flow = load_table(folder, "evidence", runs), load_table(folder, "grad_flow", runs)
-    _, rho = reach_vs_learning(evidence, flow, metrics, runs)
+    pooled, rho = reach_vs_learning(evidence, flow, metrics, runs)
     early = early_step(evidence)
     rho_early = reach_vs_learning(evidence, flow, metrics, runs, early)[1] if early else None
     return {"success": rates, "speed": speed, "learn": learn, "plateau": flat.reset_index(),
             "reach": rho, "reach_early": (early, rho_early),
+            "reach_within": within_groups(pooled, by),
             "paper": beside_paper(speed, runs) if by[1] == "T" else speed.iloc[:0]}  # fmt: skip
 
 
 def print_summary(folder) -> None:
     """The study's numbers of one experiment folder, as tables (the CLI and the notebook)."""
     s = summary(folder)
+    _print_tables(s)
+    _print_reach(s)
+    from study import causal  # built on this module's tables: imported here, not circularly
+
+    runs = load_runs(folder)
+    if causal.has_cuts(runs):
+        tables = {n: load_table(folder, n, runs) for n in ("metrics", "evidence", "grad_flow")}
+        causal.print_causal(runs, tables["metrics"], tables["evidence"], tables["grad_flow"])
+
+
+def by_of(s: dict) -> str:
+    """What the summary's tables are split by besides the model: T or lr."""
+    return s["success"].columns[1]
+
+
+def _print_tables(s: dict) -> None:
     with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
         print("seeds solved k of n, rate and 95 % Wilson interval")
         print(s["success"].to_string(index=False))
@@ -262,6 +291,9 @@ def print_summary(folder) -> None:
         if not s["paper"].empty:
             print("\nbeside Hochreiter & Schmidhuber 1997 (their mean; wrong: of our eval set)")
             print(s["paper"].to_string(index=False))
+
+
+def _print_reach(s: dict) -> None:
     print("\nSpearman rho, gradient reach vs sequences to solve (not solved: slowest):")
     (early, r_early), r = s["reach_early"], s["reach"]
     if not s["success"].k.any():  # every run ranks slowest: the ranks say nothing
@@ -271,6 +303,13 @@ def print_summary(folder) -> None:
     if early:
         stat = f"{r_early['rho']:.3f} [{r_early['lo']:.3f}, {r_early['hi']:.3f}]"
         print(f"after {early} updates: {stat}, n = {r_early['n']} runs (those probed there)")
+    w = s["reach_within"]
+    print(
+        f"within each (model, {by_of(s)}) group, at initialisation: mean rho {w['mean_rho']:.3f}"
+        f" over the {w['defined']} of {w['groups']} groups where it is defined (range"
+        f" {w['min']:.3f} to {w['max']:.3f}); the pooled rho mixes the models, so it says which"
+        " cell a run is, not a mechanism"
+    )
 
 
 def show_summary(results, experiment: str) -> None:

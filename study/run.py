@@ -33,7 +33,11 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> str:
     hc = HydraConfig.get()
-    experiment = hc.runtime.choices.get("experiment") or "default"
+    try:
+        choice = hc.runtime.choices.get("experiment")
+        experiment = rundir.experiment_folder(choice, cfg.get("experiment_dir"))
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     try:
         status = run_job(cfg, experiment, list(hc.overrides.task))
     except ConfigError as e:
@@ -86,6 +90,8 @@ def precheck(argv: list[str]) -> None:
         try:
             cfg = _compose(overrides, hydra_config=True)
             build(cfg, check_task=True)
+            choice = cfg.hydra.runtime.choices.get("experiment")
+            rundir.experiment_folder(choice, cfg.experiment_dir)
             check_launcher(cfg)
             check_writable(Path(cfg.out_dir))
         except MissingConfigException as e:
@@ -150,7 +156,8 @@ def check_writable(out_dir: Path) -> None:
 def check_sweep_identity(base: DictConfig, overrides: list[str]) -> None:
     """Every run directory of the sweep that already holds results is compared with the config
     its job composes now; composing only for those keeps a fresh sweep's start-up cheap."""
-    experiment = base.hydra.runtime.choices.get("experiment") or "default"
+    choice = base.hydra.runtime.choices.get("experiment")
+    experiment = rundir.experiment_folder(choice, base.experiment_dir)
     own = [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     task = [o for o in overrides if o not in own]
     for job in sweep_jobs(base, task):

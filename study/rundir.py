@@ -65,6 +65,7 @@ NOT_IDENTITY = (
     "ensemble",
     "train.ensemble",  # where `ensemble` was before: configs stored by earlier versions
     "train.checkpoint_every",
+    "experiment_dir",
 )
 MAX_RUN_ID = 200  # bytes; file systems allow 255 per name
 SWEEP_ENV = "STUDY_SWEEP"  # the sweep token (study/sweep.py) that run.json records
@@ -94,6 +95,16 @@ def run_id(overrides: list[str], seed: int) -> str:
         digest = hashlib.sha256(name.encode()).hexdigest()[:12]
         name = name.encode()[: MAX_RUN_ID - 40].decode(errors="ignore") + f"~{digest}"
     return f"{name},{tail}" if name else tail
+
+
+def experiment_folder(choice: str | None, experiment_dir: str | None) -> str:
+    """The folder under out_dir that a job writes into: `experiment_dir` where the experiment
+    sets one (study_causal_floor joins study_causal), else the experiment's name, else
+    "default". One plain folder name: nothing written can land outside out_dir."""
+    name = experiment_dir or choice or "default"
+    if name in (".", "..") or "/" in name or "\\" in name:
+        raise ValueError(f"experiment_dir={name!r} is invalid: one folder name, no / or ..")
+    return name
 
 
 def member_seeds(seed: int, ensemble: int) -> list[int]:

@@ -41,7 +41,8 @@ def sweep_jobs(config: DictConfig, overrides: list[str] | None = None) -> list[l
 
 def sweep_run_dirs(config: DictConfig) -> list[Path]:
     """The run directory of every run of this multirun (one per member of an ensemble job)."""
-    experiment = config.hydra.runtime.choices.get("experiment") or "default"
+    choice = config.hydra.runtime.choices.get("experiment")
+    experiment = rundir.experiment_folder(choice, config.get("experiment_dir"))
     dirs = []
     for job in sweep_jobs(config):
         values = dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o)

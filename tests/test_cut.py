@@ -46,7 +46,10 @@ def reference_states(model, x, path, s):
     state = x.new_zeros(B, H, dtype=torch.complex128) if cell.kind == "lru" else None
     out = []
     for t in range(T):
-        cut = lambda name, v: sg(v, s[t]) if name == path else v  # noqa: E731
+
+        def cut(name, v, t=t):
+            return sg(v, s[t]) if name == path else v
+
         gx = x[:, t] @ P["weight_ih_l0"].T + P["bias_ih_l0"]
         if cell.kind == "rnn":
             h = torch.tanh(gx + cut("hidden", h) @ P["weight_hh_l0"].T + P["bias_hh_l0"])
@@ -205,9 +208,10 @@ def test_the_probes_of_a_stochastic_cut_show_its_expected_gradient():
     torch.manual_seed(0)
     model = make("gru", "hidden", H=3, I=2, cut_prob=0.5, cut_scale=0.2)
     x = torch.randn(2, 6, 2, dtype=torch.float64)
-    grad = lambda s: torch.autograd.grad(
-        model(x, scales=s).y[:, -1].sum(), model.cell.weight_ih_l0
-    )[0]  # noqa: E731
+
+    def grad(s):
+        return torch.autograd.grad(model(x, scales=s).y[:, -1].sum(), model.cell.weight_ih_l0)[0]
+
     expected = grad(None)  # the probes' scales: E[s_t] = 1 - p (1 - alpha) = 0.6
     draws = torch.Generator().manual_seed(1)
     mc = torch.stack([grad(model.cut.scales(6, draws)) for _ in range(4000)])
