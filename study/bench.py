@@ -1,5 +1,5 @@
 """Benchmark: ms per training step for each cell and path, seed ensembles, probe overhead,
-memory, parallel workers.
+memory, parallel workers, gradient-path cuts.
 
     python -m study.bench                  # every table (about 25 minutes on 2 cores)
     python -m study.bench --quick          # one small size per table, to check that it runs
@@ -33,7 +33,7 @@ from study.train import TrainSettings, train, train_step
 CELLS = ("rnn", "lstm", "gru")
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 CLIP = TrainSettings().clip_norm  # the training default: every timed step clips as training does
-TABLES = ("targets", "speed", "ensemble", "probes", "memory", "workers", "scan")
+TABLES = ("targets", "speed", "ensemble", "probes", "memory", "workers", "scan", "cuts")
 PATHS = ("native", "explicit", "fast")
 
 
@@ -158,6 +158,52 @@ def ensemble_table(sizes, E=8, repeats=5, device="cpu") -> pd.DataFrame:
         print(
             f"  {cell:4s} H={H:<3d} B={B:<3d} T={T:<3d} E={E}: {E} singles {one:7.1f} ms, "
             f"ensemble {ens:7.1f} ms, gain {one / ens:.2f}x",
+            flush=True,
+        )
+    return pd.DataFrame(rows)
+
+
+CUT_ARMS = [("rnn", "hidden"), ("lstm", "cell"), ("lstm", "hidden"), ("gru", "linear")]
+CUT_ARMS += [("gru", "hidden"), ("mingru", "linear"), ("minlstm", "linear"), ("lru", "linear")]
+
+
+def _members(cell: str, cut: str | None, H: int, E: int, device: str) -> list:
+    models = []
+    for seed in range(E):
+        torch.manual_seed(seed)
+        models.append(build_model(cell, 2, 1, hidden_size=H, cut=cut).to(device))
+    return models
+
+
+def cuts_table(sizes, E=5, repeats=5, device="cpu") -> pd.DataFrame:
+    """A gradient-path cut against the same cell uncut (study/cut.py), each as one model and as
+    a stacked ensemble of E, the four steps interleaved. A cut takes the whole-sequence Function
+    (or the scan's step loop) where the uncut cell may take torch.nn's fused kernel (the LSTM on
+    CPU), so `cut/uncut` is what the causal test pays for keeping the forward pass."""
+    rows = []
+    for (cell, cut), (H, B, T) in itertools.product(CUT_ARMS, sizes):
+        task = Adding(T)
+        batches = [task.sample(B, torch.Generator().manual_seed(s)).to(device) for s in range(E)]
+        steps = {}
+        for arm in (None, cut):
+            single = Single(_members(cell, arm, H, 1, device)[0])
+            ensemble = Ensemble(_members(cell, arm, H, E, device)).to(device)
+            for name, members, data in (("single", single, batches[:1]), ("ensemble", ensemble,
+                                        batches)):  # fmt: skip
+                opt = torch.optim.Adam(members.parameters(), lr=1e-3)
+                steps[(arm, name)] = functools.partial(train_step, members, task, opt, data, CLIP)
+        ms = interleaved_ms(steps, repeats, warmup=1, device=device)
+        row = {**_size(cell, H, B, T), "cut": cut, "E": E}
+        row |= {"uncut_ms": ms[(None, "single")], "cut_ms": ms[(cut, "single")]}
+        row |= {"uncut_ensemble_ms_per_member": ms[(None, "ensemble")] / E}
+        row |= {"cut_ensemble_ms_per_member": ms[(cut, "ensemble")] / E}
+        row["cut/uncut"] = row["cut_ms"] / row["uncut_ms"]
+        row["cut_ensemble_gain"] = row["cut_ms"] / row["cut_ensemble_ms_per_member"]
+        rows.append(row)
+        print(
+            f"  {cell:7s} cut={cut:6s} H={H} T={T}: uncut {row['uncut_ms']:.1f} ms, cut"
+            f" {row['cut_ms']:.1f} ms ({row['cut/uncut']:.2f}x); ensemble of {E}: cut"
+            f" {row['cut_ensemble_ms_per_member']:.1f} ms per member",
             flush=True,
         )
     return pd.DataFrame(rows)
@@ -404,6 +450,11 @@ def main(argv=None) -> None:
         T_scan = 200 if args.quick else 1000
         print(f"parallel scan vs loop at T={T_scan}, matched parameters:", flush=True)
         tables[f"scan{tag}"] = scan_table(T_scan, 32, 64, 3 if args.quick else repeats, args.device)
+
+    if "cuts" in only:
+        cut_sizes = [(16, 8, 50)] if args.quick else [(32, 32, 200), (64, 32, 1000)]
+        print("gradient-path cuts against the uncut cells (interleaved):", flush=True)
+        tables[f"cuts{tag}"] = cuts_table(cut_sizes, 3 if args.quick else 5, repeats, args.device)
 
     meta = f"torch {torch.__version__}, device {args.device}"
     if args.device == "cuda":

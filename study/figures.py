@@ -23,7 +23,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from study import plots, plots_dynamics, plots_learning
+from study import plots, plots_causal, plots_dynamics, plots_learning
 from study.results import experiments, experiments_or_exit, load_runs, load_table
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,12 @@ KINDS = {
         _needs_stop_on_solve,
         lambda runs, metrics: plots_learning.curves(metrics, runs),
     ),
+    "causal_success": Kind((), plots_causal.needs_cuts, plots_causal.success),
+    "causal_gradient": Kind(
+        ("grad_flow",),
+        plots_causal.needs_cuts,
+        lambda runs, grad_flow: plots_causal.gradient(runs, grad_flow),
+    ),
 }
 
 FIGURES = {  # the study's figures: file name -> (kind, experiments to read, in order of preference)
@@ -223,6 +229,8 @@ FIGURES = {  # the study's figures: file name -> (kind, experiments to read, in 
     "fig6d_curves": ("study_curves", ("study_adding",)),
     "fig6e_lr_window": ("study_lr_window", ("study_lr",)),
     "fig6f_curves_copy": ("study_curves", ("study_copy",)),
+    "fig7a_causal_success": ("causal_success", ("study_causal",)),
+    "fig7b_causal_gradient": ("causal_gradient", ("study_causal",)),
 }
 
 

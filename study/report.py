@@ -192,7 +192,8 @@ entry to hide a line, drag to zoom."""
 
 NOTEBOOKS = """<p>The figures are drawn by functions in <code>study/plots.py</code>; the notebooks
 in <code>notebooks/</code> (<code>fig1_init_flow</code>, <code>fig2_learning_across_lags</code>,
-<code>fig3_memory_path</code>, <code>fig4_matched</code>; jupytext .py files paired with .ipynb)
+<code>fig3_memory_path</code>, <code>fig4_matched</code>, <code>fig5_dynamics</code>,
+<code>fig6_study</code>, <code>fig7_causal</code>; jupytext .py files paired with .ipynb)
 redraw the study's figures from a results folder. Open them with <code>make notebooks</code>;
 point them at these results with the environment variable <code>STUDY_RESULTS</code>.
 Each run's tables are parquet files in its run directory (schemas in docs/results.md).</p>"""

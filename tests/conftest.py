@@ -65,6 +65,9 @@ EXPERIMENTS = {
         "train.optimizer.lr=1e-3,1e-2",
     ],
     "study_copy": [*TRAINED, "task.length=3,6", "seed=0", "model=rnn,lstm_chrono"],
+    # ensembles of 5 (the experiment's own setting), two cells, every arm
+    "study_causal": [*TRAINED, "task.length=5,10", "seed=0", "model=lstm_fb1,gru"],
+    "study_causal_floor": [*TRAINED, "task.length=5,10", "seed=0"],
 }
 
 

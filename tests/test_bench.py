@@ -55,3 +55,14 @@ def test_quick_scan_table_compares_scan_loop_and_rnn_at_matched_parameters(tmp_p
     rnn = int(table[table.cell == "rnn"].n_params.iloc[0])
     assert ((table.n_params - rnn).abs() / rnn < 0.02).all()  # matched to within 2 %
     assert (table["T"] == 200).all() and (table.ms_per_step > 0).all()
+
+
+def test_quick_cuts_table_times_every_arm_cut_and_uncut(tmp_path):
+    cmd = [sys.executable, "-m", "study.bench", "--quick", "--only", "cuts", "--out", tmp_path]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(tmp_path / "cuts.csv")
+    from study.bench import CUT_ARMS
+
+    assert list(zip(table.cell, table.cut)) == CUT_ARMS
+    assert (table[["uncut_ms", "cut_ms", "cut_ensemble_ms_per_member"]] > 0).all().all()

@@ -8,8 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
+from study.ensemble import Ensemble
 from study.fast import sequence
 from tests.conftest import small_model, study_run
+from tests.test_cut import ARMS as CUT_ARMS
+from tests.test_cut import IDS as CUT_IDS
+from tests.test_cut import make, reference_states
 from tests.test_fast import CELLS, IDS, PARAM_ORDER, explicit_states, outputs_and_grads
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -127,3 +131,27 @@ def test_a_cuda_run_records_what_the_cpu_run_records_at_initialisation(tmp_path,
         kept = both[~noise]
         assert len(kept) > 0.9 * len(both)
         np.testing.assert_allclose(kept.value_y, kept.value_x, rtol=1e-6, atol=1e-30)
+
+
+@pytest.mark.parametrize("cell,path", CUT_ARMS, ids=CUT_IDS)
+def test_cut_paths_on_cuda_give_the_detach_references_gradients(cell, path):
+    """Every cut arm on CUDA (the whole-sequence Functions and scans, single and stacked) against
+    the detach reference on the CPU (tests/test_cut.py), float64, per-step scales."""
+    model = make(cell, path)
+    x = torch.randn(4, 9, 3, dtype=torch.float64)
+    s = torch.rand(9, dtype=torch.float64)
+    probe = torch.randn(4, 9, 2, dtype=torch.float64)
+    xr = x.clone().requires_grad_(True)
+    y_ref = model.readout(reference_states(model, xr, path, s))
+    g_ref = torch.autograd.grad((y_ref * probe).sum(), [xr, *model.parameters()])
+    model.to(CUDA)
+    xc = x.to(CUDA).requires_grad_(True)
+    y = model.predict(xc, scales=s.to(CUDA))
+    g = torch.autograd.grad((y * probe.to(CUDA)).sum(), [xc, *model.parameters()])
+    torch.testing.assert_close(y.cpu(), y_ref, rtol=1e-9, atol=1e-11)
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-9, atol=1e-11)
+    models = [make(cell, path, seed=k).to(CUDA) for k in (1, 2)]
+    ys = Ensemble(models).predict([xc.detach(), xc.detach()], [None, None], [s.to(CUDA)] * 2)
+    for m, y_e in zip(models, ys):
+        torch.testing.assert_close(y_e, m.predict(xc.detach(), scales=s.to(CUDA)))

@@ -1,0 +1,127 @@
+"""Figures of the causal test (study/causal.py): which gradient path lets each cell learn.
+
+`success`: per cell, the fraction of seeds that solved against T for each arm (uncut, linear
+path cut, hidden path cut) with Wilson intervals and k/n written beside each point, the tanh
+RNN's floor in grey. `gradient`: per cell, the gradient reaching each lag at initialisation and
+after the first probe in training, one colour per arm. The arms keep their colours in every
+panel; each panel's title has its cell's colour (study/plots.py).
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from study import causal
+from study.plots import CELL_ORDER, color, describe
+
+ARM_COLORS = {"uncut": "0.1", "linear": "#d62728", "hidden": "#1f77b4"}  # black, red, blue
+FLOOR = "RNN"  # the floor's model label (study_causal_floor)
+
+
+def arm_color(arm: str):
+    return ARM_COLORS.get(arm.split()[0], "#9467bd")
+
+
+def _cells(runs: pd.DataFrame) -> list[str]:
+    """The models that have cut arms, in the study's order of cells."""
+    cut = runs[runs.arm != "uncut"]
+    first = cut.groupby("model").cell.first()
+    rank = {c: i for i, c in enumerate(CELL_ORDER)}
+    return sorted(first.index, key=lambda m: (rank.get(first[m], len(rank)), m))
+
+
+def _lag_axis(ax, Ts) -> None:
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(sorted(Ts), [str(t) for t in sorted(Ts)])
+    ax.set_xlim(min(Ts) / 1.4, max(Ts) * 1.4)  # room for the k/n labels, also at one T
+    ax.set_xlabel("lag T (sequence length)")
+
+
+def success(runs: pd.DataFrame):
+    """Fraction of seeds solved against T, one panel per cell, one line per arm."""
+    r = causal.with_arms(runs)
+    rates = causal.learning.success_rates(r, causal.BY)
+    models = _cells(r)
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models) + 1.6, 4.2),
+                             sharey=True, squeeze=False, layout="constrained")  # fmt: skip
+    arms = sorted(r.arm.unique(), key=causal._arm_order)
+    Ts = sorted(r["T"].unique())
+    floor = rates[rates.model == FLOOR].sort_values("T")
+    for ax, model in zip(axes[0], models):
+        if not floor.empty:
+            ax.plot(floor["T"], floor.rate, color="0.6", lw=3, alpha=0.5, label="tanh RNN (floor)")
+        for i, arm in enumerate(arms):
+            g = rates[(rates.model == model) & (rates.arm == arm)].sort_values("T")
+            if g.empty:
+                continue
+            x = g["T"] * 1.05 ** (i - (len(arms) - 1) / 2)
+            err = [g.rate - g.lo, g.hi - g.rate]
+            ax.errorbar(x, g.rate, yerr=err, marker="o", capsize=3, color=arm_color(arm),
+                        label=arm)  # fmt: skip
+            for xi, (_, row) in zip(x, g.iterrows()):
+                ax.annotate(f"{row.k}/{row.n}", (xi, row.rate), textcoords="offset points",
+                            xytext=(4, 4 - 10 * i), fontsize=7, color=arm_color(arm))  # fmt: skip
+        _lag_axis(ax, Ts)
+        cell = r[r.model == model].cell.iloc[0]
+        ax.set_title(model, fontsize=10, color=color(cell))
+        ax.set_ylim(-0.05, 1.08)
+    axes[0, 0].set_ylabel("fraction of seeds solved, 95 % Wilson CI")
+    axes[0, -1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle(
+        "The causal test: the same forward pass, one gradient path cut\n" + describe(runs),
+        fontsize=10,
+    )
+    return fig
+
+
+def gradient(runs: pd.DataFrame, flow: pd.DataFrame):
+    """||dl/dx_t|| over its value at the last step (lag 0), the median over the batch and then
+    over the runs of each arm, against the lag, at the longest T where every arm ran: at
+    initialisation (solid) and at the first probe after it (dashed). A cut path leaves only
+    what the other path carries; zeros (nothing reaches) sit on the axis floor."""
+    r = causal.with_arms(runs)
+    models = _cells(r)
+    per_T = r[r.model.isin(models)].groupby("T").arm.nunique()
+    T = int(per_T[per_T == per_T.max()].index.max())
+    r = r[r["T"] == T]
+    f = flow[(flow.quantity == "input_grad") & (flow.stat == "median")]
+    f = f.merge(r[["path", "model", "arm"]], on="path")
+    end = f[f.lag == 0].set_index(["path", "step"]).value
+    f = f.assign(rel=f.value / end.reindex(pd.MultiIndex.from_frame(f[["path", "step"]])).values)
+    steps = sorted(f[f.arm != "uncut"].step.unique())  # the probes of the cut cells' runs
+    early = next((s for s in steps if s > 0), None)
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models) + 1.6, 4.2),
+                             sharey=True, squeeze=False, layout="constrained")  # fmt: skip
+    positive = f.rel[f.rel > 0]
+    low = positive.quantile(0.01) / 10 if len(positive) else 1e-30
+    for ax, model in zip(axes[0], models):
+        g = f[f.model == model]
+        for arm in sorted(g.arm.unique(), key=causal._arm_order):
+            a = g[g.arm == arm]
+            for step, ls in ((0, "-"), (early, "--")):
+                s = a[a.step == step].groupby("lag").rel.median()
+                s = s[s.index > 0]
+                if s.empty:
+                    continue
+                label = f"{arm}, {'init' if step == 0 else f'step {step}'}"
+                ax.plot(s.index, s.clip(lower=low), ls=ls, marker=".", color=arm_color(arm),
+                        label=label)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=low)
+        ax.set_xlabel("lag k (steps before the end)")
+        cell = r[r.model == model].cell.iloc[0]
+        ax.set_title(model, fontsize=10, color=color(cell))
+    axes[0, 0].set_ylabel("‖∂ℓ/∂x_t‖ / ‖∂ℓ/∂x_{T-1}‖ (median)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    note = f"T = {T}; solid: at initialisation, dashed: after {early} updates" if early else ""
+    fig.suptitle(f"The gradient each arm trains with, by lag\n{describe(r)}\n{note}", fontsize=9)
+    return fig
+
+
+def needs_cuts(runs: pd.DataFrame, tables: dict) -> str | None:
+    """The figures registry's check (study/figures.py): these figures need cut arms."""
+    return None if causal.has_cuts(runs) else "needs runs with a gradient-path cut (model.cut)"
