@@ -19,11 +19,25 @@ from study.analysis import base_label, cut_label, fisher_exact, newcombe
 BY = ["model", "T", "arm"]
 
 
+LABELLED = {"_target_", "cell", "hidden_size", "cut", "cut_scale", "cut_prob", "chrono"}
+LABELLED |= {"forget_bias", "forget_gate", "recurrent_init", "recurrent_gain", "nonlinearity"}
+"""The model keys that base_label or cut_label already name (or that never split a cell)."""
+
+
 def with_arms(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs with `model` (the cell and its initialisation, without the cut), `arm` (uncut or
-    the cut: study.analysis.cut_label), `T` and `lr`."""
+    """The runs with `model` (the cell and its initialisation, without the cut, plus any other
+    model key the experiment varies, e.g. the 1997 LSTM's input_bias), `arm` (uncut or the cut:
+    study.analysis.cut_label), `T` and `lr`."""
     runs = learning.with_model(runs)
-    return runs.assign(model=runs.apply(base_label, axis=1), arm=runs.apply(cut_label, axis=1))
+    model = runs.apply(base_label, axis=1)
+    keys = [c for c in runs if c.startswith("cfg.model.") and c[10:] not in LABELLED]
+    for key in keys:
+        values = runs[key].map(lambda v: "null" if v is None or v is np.nan else str(v))
+        if values.nunique() > 1:
+            model = model + f", {key[10:]} " + values
+    return runs.assign(
+        model=model, arm=runs.apply(cut_label, axis=1), base=runs.apply(base_label, axis=1)
+    )
 
 
 def has_cuts(runs: pd.DataFrame) -> bool:
@@ -91,6 +105,33 @@ def _against_uncut(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(_o=order).sort_values(["model", "T", "_o"]).drop(columns="_o")
 
 
+def settings_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Within each arm and T, the models of one cell that differ only in a model key the
+    experiment varies (study_causal_1997's input_bias) against each other: k/n of each, the
+    difference of rates [Newcombe 95 %] and Fisher's two-sided p. Empty if no key varies."""
+    r = with_arms(runs)
+    rates = causal_rates(r)
+    rows = []
+    for (_, T, arm), g in rates.groupby(["base", "T", "arm"], sort=True):
+        g = g.sort_values("model").reset_index(drop=True)
+        for i in range(len(g)):
+            for j in range(i + 1, len(g)):
+                a, b = g.loc[i], g.loc[j]
+                counts = (int(a.k), int(a.n), int(b.k), int(b.n))
+                lo, hi = newcombe(*counts)
+                row = {"T": T, "arm": arm, "a": a.model, "a k/n": f"{a.k}/{a.n}"}
+                row |= {"b": b.model, "b k/n": f"{b.k}/{b.n}", "diff": a.rate - b.rate}
+                row |= {"diff_lo": lo, "diff_hi": hi, "p_fisher": fisher_exact(*counts)}
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def causal_rates(r: pd.DataFrame) -> pd.DataFrame:
+    """success_rates per (model, T, arm), with each model's `base` label beside it."""
+    rates = learning.success_rates(r, BY)
+    return rates.merge(r[["model", "base"]].drop_duplicates(), on="model")
+
+
 def verdicts(table: pd.DataFrame) -> pd.DataFrame:
     """Per (model, T) with an uncut arm and both cuts: what the outcome means, in the words the
     experiment's header fixed before the runs ("separated" = Wilson intervals apart)."""
@@ -137,6 +178,10 @@ def print_causal(runs, metrics, evidence, flow) -> None:
         print("to_learn, to_solve: median sequences; flat: failures at the baseline;")
         print(f"reach: median gradient to the first marker at step 0 and at step {early}")
         print(table[shown].to_string(index=False))
+        settings = settings_table(runs)
+        if not settings.empty:
+            print("\nbetween the settings of a model key the experiment varies (a against b):")
+            print(settings.to_string(index=False))
         v = verdicts(table)
         if not v.empty:
             print("\nverdicts (stated in the experiment's header before the runs):")

@@ -15,7 +15,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from study.fast import NATIVE, choose_path, native_module, sequence
+from study.fast import NATIVE, choose_path, left_padded, native_module, sequence
 from study.model import SequenceModel
 
 CELL_PARAMS = ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0")  # sequence()'s order
@@ -79,7 +79,8 @@ class Ensemble(nn.Module):
         object.__setattr__(self, "template", copy.deepcopy(first))
         cell = first.cell
         nonlinearity = getattr(cell, "nonlinearity", "tanh")
-        self.recurrence = sequence(cell.kind, nonlinearity) if cell.kind in NATIVE else None
+        forget = getattr(cell, "forget_gate", True)
+        self.recurrence = sequence(cell.kind, nonlinearity, forget) if cell.kind in NATIVE else None
 
     @property
     def cut(self):
@@ -97,9 +98,14 @@ class Ensemble(nn.Module):
         cuts = [self.template.cut_scales(x.shape[1], s) for x, s in zip(xs, scales)]
         cut = None if cuts[0] is None else (cuts[0][0], torch.stack([c[1] for c in cuts]))
         impl, device = self.template.impl, xs[0].device
-        path = choose_path(cell, impl, device, padded, self.size, cut is not None)
+        valid = None
+        if padded:  # one (E, B, T) mask; a member without one has every step valid
+            whole = [torch.ones_like(x[..., 0], dtype=torch.bool) for x in xs]
+            valid = torch.stack([w if v is None else v for v, w in zip(valids, whole)])
+        left = left_padded(valid)
+        path = choose_path(cell, impl, device, padded, self.size, cut is not None, left)
         if path != "explicit":
-            hs = self._hidden_states(torch.stack(xs), p, path, cut)  # (E, B, T, H)
+            hs = self._hidden_states(torch.stack(xs), p, path, cut, valid)  # (E, B, T, H)
             W_out, b_out = p["readout.weight"].transpose(1, 2), p["readout.bias"].unsqueeze(1)
             # the readout in the states' memory order (the Functions return them time-major)
             time_major = not hs.is_contiguous()
@@ -115,7 +121,7 @@ class Ensemble(nn.Module):
             for e, (x, valid, s) in enumerate(zip(xs, valids, scales))
         ]
 
-    def _hidden_states(self, x: Tensor, p: dict[str, Tensor], path: str, cut=None) -> Tensor:
+    def _hidden_states(self, x: Tensor, p: dict[str, Tensor], path: str, cut=None, valid=None):
         """h_t of every member, (E, B, T, H), from the stacked cell parameters."""
         weights = {n: p[f"cell.{n}"] for n in CELL_PARAMS}
         if path == "native":
@@ -128,6 +134,8 @@ class Ensemble(nn.Module):
                 call(native, {n: w[e] for n, w in weights.items()}, x[e])[0] for e in range(len(x))
             ]
             return torch.stack(h)
+        if self.template.cell.kind == "lstm":  # its Function also takes the padding mask
+            return self.recurrence(x, *weights.values(), cut=cut, valid=valid)
         return self.recurrence(x, *weights.values(), cut=cut)
 
     def member(self, e: int) -> SequenceModel:

@@ -18,9 +18,10 @@ s_t, (*members, T): the gradient it carries from step t back to step t-1 along t
 multiplied by s_t; the forward pass does not read them.
 
 They do not expose the per-step state gradients: the probes always run the explicit cells
-(study/probes.py), on their own schedule. Variable-length batches (left padding) and the LSTM
-without a forget gate use the explicit cells. tests/test_fast.py checks every path against the
-explicit cells and torch.nn in float64.
+(study/probes.py), on their own schedule. LSTMSequence also takes the LSTM without a forget gate
+(f = 1) and left-padded batches: a padded step holds the zero initial state, so masking c_t is
+the explicit cells' hold exactly. Other variable-length batches use the explicit cells.
+tests/test_fast.py checks every path against the explicit cells and torch.nn in float64.
 """
 
 from __future__ import annotations
@@ -35,31 +36,49 @@ IMPLS = ("explicit", "fast", "native")
 NATIVE = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}  # the cells torch.nn also has
 
 
+def left_padded(valid: Tensor | None) -> bool:
+    """Whether a (..., B, T) validity mask pads only at the start of each sequence (False ... False
+    True ... True): there the state is held at its zero initial value, which a mask on c_t
+    reproduces exactly (LSTMSequence)."""
+    return valid is not None and bool((valid[..., 1:] >= valid[..., :-1]).all())
+
+
 def choose_path(
-    cell: Cell, impl: str, device: torch.device, padded: bool, members: int, cut: bool = False
+    cell: Cell,
+    impl: str,
+    device: torch.device,
+    padded: bool,
+    members: int,
+    cut: bool = False,
+    left: bool = False,
 ) -> str:
     """Which code computes the recurrence: the one place where `model.impl` is decided, for a
     single model (members=1) and for a seed ensemble alike.
 
-    explicit  the cell's own loop (study/cells.py): impl=explicit, left-padded batches, the LSTM
-              without a forget gate; cells torch.nn lacks, where they have no scan or in an
-              ensemble or with impl=native
+    explicit  the cell's own loop (study/cells.py): impl=explicit, padded batches (but the
+              LSTM's left-padded ones: `left`), the LSTM without a forget gate with
+              impl=native; cells torch.nn lacks, where they have no scan or in an ensemble or
+              with impl=native
     scan      the linear-recurrence cells' `scan` over all steps (study/linear_cells.py;
               parallel on CUDA, a step loop with a written-out backward on the CPU)
     native    torch.nn on the cell's parameters: impl=native; for impl=fast, the LSTM on CPU
               (oneDNN's fused kernel; ensemble members take turns through it) and, for a single
               model, every cell on CUDA (cuDNN)
     sequence  the whole-sequence Function with a hand-written BPTT: impl=fast otherwise (the RNN
-              and GRU on CPU; every cell of an ensemble on CUDA, members stacked), and every
-              classic cell with a gradient-path cut (torch.nn's kernels cannot cut a path)
+              and GRU on CPU; every cell of an ensemble on CUDA, members stacked), every
+              classic cell with a gradient-path cut (torch.nn's kernels cannot cut a path), and
+              the LSTM without a forget gate or on left-padded batches (torch.nn has neither)
 
     With a cut (study/cut.py), minGRU/minLSTM's scan runs its step loop on every device, and the
     LRU, whose doubling scan has no per-step gradient to scale, runs the explicit loop.
     """
     if impl not in IMPLS:
         raise ValueError(f"model.impl={impl!r} is unknown: allowed {', '.join(IMPLS)}")
-    if impl == "explicit" or padded or (cell.kind == "lstm" and not cell.forget_gate):
+    lstm = cell.kind == "lstm"
+    if impl == "explicit" or (padded and not (lstm and left)):
         return "explicit"
+    if lstm and (padded or not cell.forget_gate):  # what only LSTMSequence computes
+        return "explicit" if impl == "native" else "sequence"
     if cell.kind not in NATIVE:  # the linear-recurrence cells: their parallel scan over time
         scan = hasattr(cell, "scan") and impl == "fast" and members == 1
         scan = scan and not (cut and cell.kind == "lru")
@@ -76,15 +95,19 @@ def choose_path(
     return "native" if cuda and members == 1 else "sequence"
 
 
-def hidden_states(cell: Cell, x: Tensor, path: str, cut=None) -> Tensor:
+def hidden_states(cell: Cell, x: Tensor, path: str, cut=None, valid=None) -> Tensor:
     """h_t for every step, (B, T, H), by the native, sequence or scan path (see choose_path).
-    cut: None, or (path name, scales (T,)) of a gradient-path cut (study/cut.py)."""
+    cut: None, or (path name, scales (T,)) of a gradient-path cut (study/cut.py). valid: the
+    left-padding mask (B, T), on the sequence path of the LSTM only."""
     if path == "scan":
         return cell.scan(x) if cut is None else cell.scan(x, scales=cut[1])
     if path == "native":
         return native_module(cell)(x)[0]
+    params = (x, cell.weight_ih_l0, cell.bias_ih_l0, cell.weight_hh_l0, cell.bias_hh_l0)
+    if cell.kind == "lstm":
+        return sequence("lstm", forget_gate=cell.forget_gate)(*params, cut=cut, valid=valid)
     return sequence(cell.kind, cell.nonlinearity if cell.kind == "rnn" else "tanh")(
-        x, cell.weight_ih_l0, cell.bias_ih_l0, cell.weight_hh_l0, cell.bias_hh_l0, cut=cut
+        *params, cut=cut
     )
 
 
@@ -92,10 +115,11 @@ CUT_PATHS = {"rnn": ("hidden",), "lstm": ("hidden", "cell"), "gru": ("hidden", "
 """The cuttable paths of each Function, in the order of its scale arguments."""
 
 
-def sequence(kind: str, nonlinearity: str = "tanh"):
+def sequence(kind: str, nonlinearity: str = "tanh", forget_gate: bool = True):
     """The whole-sequence Function of a cell: f(x, W_ih, b_ih, W_hh, b_hh, cut=None) -> hs, each
     with an optional leading member dimension; x is (*members, B, T, I), hs is
-    (*members, B, T, H); cut: None or (path name, scales (*members, T)), study/cut.py."""
+    (*members, B, T, H); cut: None or (path name, scales (*members, T)), study/cut.py. The
+    LSTM's also takes valid=None or a left-padding mask (*members, B, T), and forget_gate."""
 
     def scales(cut) -> list[Tensor | None]:
         return [cut[1] if cut is not None and cut[0] == p else None for p in CUT_PATHS[kind]]
@@ -103,11 +127,16 @@ def sequence(kind: str, nonlinearity: str = "tanh"):
     if kind == "rnn":
         relu = nonlinearity == "relu"
         return lambda *params, cut=None: RNNSequence.apply(*params, relu, *scales(cut))
-    function = {"gru": GRUSequence, "lstm": LSTMSequence}[kind]
     # inside forward, ctx.needs_input_grad is True even under no_grad: ask here whether the
     # factors for the backward are needed at all (evaluation runs without them)
     grad = torch.is_grad_enabled
-    return lambda *params, cut=None: function.apply(*params, grad(), *scales(cut))
+    if kind == "gru":
+        return lambda *params, cut=None: GRUSequence.apply(*params, grad(), *scales(cut))
+
+    def lstm(*params, cut=None, valid=None):
+        return LSTMSequence.apply(*params, grad(), *scales(cut), forget_gate, valid)
+
+    return lstm
 
 
 def native_module(cell: Cell) -> nn.RNNBase:
@@ -333,8 +362,11 @@ class GRUSequence(torch.autograd.Function):
 
 
 class LSTMSequence(torch.autograd.Function):
-    """The LSTM (with forget gate, torch's order i, f, g, o) over a whole sequence. The single
-    model trains through torch.nn.LSTM (oneDNN's fused kernel); this is for stacked members.
+    """The LSTM (torch's order i, f, g, o) over a whole sequence. The single model trains
+    through torch.nn.LSTM (oneDNN's fused kernel) where it can; this is for stacked members,
+    cuts, the LSTM without a forget gate (forget_gate=False: f = 1, its block unused) and
+    left-padded batches (valid: a padded step keeps c = 0, hence h = o tanh(0) = 0: the zero
+    initial state held, as the explicit cell's hold; its gradient is masked alike).
 
     Backward, with dh = dL/dh_t and the cell path's carry dc' = dL/dc_{t+1} f_{t+1}:
         dc = dc' + dh o (1 - tanh^2 c)
@@ -345,9 +377,14 @@ class LSTMSequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, W_ih, b_ih, W_hh, b_hh, grad: bool, hidden=None, cell=None):
+    def forward(
+        ctx, x, W_ih, b_ih, W_hh, b_hh, grad: bool, hidden=None, cell=None, forget_gate=True,
+        valid=None,
+    ):  # fmt: skip
         T, H = x.shape[-2], W_hh.shape[-1]
         xt = _time_major(x)
+        # the left-padding mask, time-major (*members, T, B, 1), in x's dtype
+        keep = None if valid is None else valid.transpose(-2, -1).unsqueeze(-1).to(x.dtype)
         # g = tanh(a_g) = 2 sigmoid(2 a_g) - 1: the g block runs doubled, so that one sigmoid
         # covers all four gates.
         one = torch.ones_like(b_ih[..., :H])
@@ -364,8 +401,12 @@ class LSTMSequence(torch.autograd.Function):
         for t in range(T):
             a = torch.sigmoid(_addmm(gx[..., t, :, :], h, W_t))
             i, f, g, o = a.unflatten(-1, (4, H)).unbind(dim=-2)
+            if not forget_gate:
+                f = torch.ones_like(f)
             g = g.mul(2).sub_(1)
             c_prev, c = c, torch.addcmul(f * c, i, g)
+            if keep is not None:
+                c = c.mul_(keep[..., t, :, :])  # a padded step holds the zero state
             sc = torch.sigmoid(2 * c)
             tc = sc.mul(2).sub_(1)  # tanh(c)
             h = torch.mul(o, tc, out=hs[..., t, :, :])
@@ -374,6 +415,8 @@ class LSTMSequence(torch.autograd.Function):
                 d_a = a * (1 - a)  # sigmoid' of every gate (the g block's is unused)
                 torch.mul(g, d_a[..., :H], out=K_t[..., 0, :])
                 torch.mul(c_prev, d_a[..., H : 2 * H], out=K_t[..., 1, :])
+                if not forget_gate:
+                    K_t[..., 1, :] = 0  # f = 1 is no function of its block
                 torch.mul(i, 1 - g * g, out=K_t[..., 2, :])
                 torch.mul(tc, d_a[..., 3 * H :], out=K_t[..., 3, :])
                 torch.mul(o, sc * (1 - sc), out=k_c[..., t, :, :]).mul_(4)  # 1-tanh^2 = 4 s(1-s)
@@ -381,6 +424,7 @@ class LSTMSequence(torch.autograd.Function):
         if grad:
             ctx.save_for_backward(xt, W_ih, W_hh, hs, f_s, k_c, K)
             ctx.hidden, ctx.cell = step_scales(hidden, hs), step_scales(cell, hs)
+            ctx.keep = keep
         return _batch_major(hs)
 
     @staticmethod
@@ -394,6 +438,8 @@ class LSTMSequence(torch.autograd.Function):
         for t in range(T - 1, -1, -1):
             dh = delta[..., t, :, :].add_(back)
             dc = torch.addcmul(carry, dh, k_c[..., t, :, :])
+            if ctx.keep is not None:
+                dc.mul_(ctx.keep[..., t, :, :])  # c_t = keep * (f c + i g)
             K_t, D_t = K[..., t, :, :, :], D[..., t, :, :, :]
             torch.mul(dc.unsqueeze(-2), K_t[..., :3, :], out=D_t[..., :3, :])
             torch.mul(dh, K_t[..., 3, :], out=D_t[..., 3, :])
@@ -406,4 +452,4 @@ class LSTMSequence(torch.autograd.Function):
         D = D.flatten(-2)  # dL/da for a = W_ih x + b_ih + W_hh h + b_hh
         grad_W_hh = _sum_outer(D[..., 1:, :, :], hs[..., :-1, :, :])
         grad_x, grad_W_ih, grad_b = _input_grads(ctx, D, xt, W_ih)
-        return grad_x, grad_W_ih, grad_b, grad_W_hh, grad_b.clone(), None, None, None
+        return grad_x, grad_W_ih, grad_b, grad_W_hh, grad_b.clone(), None, None, None, None, None

@@ -18,7 +18,7 @@ from study.cells import CELLS as CLASSIC
 from study.cells import Cell
 from study.checks import require_bool, require_int, require_number
 from study.cut import Cut, StepCut, make_cut
-from study.fast import IMPLS, choose_path, hidden_states
+from study.fast import IMPLS, choose_path, hidden_states, left_padded
 from study.linear_cells import LRUCell, MinGRUCell, MinLSTMCell
 
 
@@ -56,11 +56,11 @@ class SequenceModel(nn.Module):
         function (study/fast.py); what training and evaluation call. scales: a stochastic
         cut's s_t for this update (study/cut.py); None: the expected ones."""
         cut = self.cut_scales(x.shape[1], scales)
-        padded = valid is not None
-        path = choose_path(self.cell, self.impl, x.device, padded, members=1, cut=cut is not None)
+        padded, left = valid is not None, left_padded(valid)
+        path = choose_path(self.cell, self.impl, x.device, padded, 1, cut is not None, left)
         if path == "explicit":
             return self(x, valid, scales).y
-        return self.readout(hidden_states(self.cell, x, path, cut))
+        return self.readout(hidden_states(self.cell, x, path, cut, valid))
 
     def forward(
         self, x: Tensor, valid: Tensor | None = None, scales: Tensor | None = None

@@ -59,14 +59,14 @@ def test_fast_path_equals_torch_nn(cell, kw):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_lstm_without_forget_gate_and_padded_batches_fall_back_to_explicit():
-    model = small_model("lstm", hidden=4, forget_gate=False)
+def test_padded_batches_of_the_rnn_and_gru_fall_back_to_explicit():
+    """Only the LSTM's Function takes a padding mask (below): the others fall back, exactly."""
     x = torch.randn(2, 7, 2, dtype=torch.float64)
-    torch.testing.assert_close(model.predict(x), model(x).y, rtol=0, atol=0)
-    model = small_model("gru", hidden=4)
     valid = torch.ones(2, 7, dtype=torch.bool)
     valid[0, :3] = False
-    torch.testing.assert_close(model.predict(x, valid), model(x, valid).y, rtol=0, atol=0)
+    for cell in ("rnn", "gru"):
+        model = small_model(cell, hidden=4)
+        torch.testing.assert_close(model.predict(x, valid), model(x, valid).y, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -162,3 +162,43 @@ def test_backward_leaves_a_shared_incoming_gradient_intact(cell):
     reference = (explicit_states(a, x) + explicit_states(b, x)) * probe
     for g, r in zip(grads, torch.autograd.grad(reference.sum(), params)):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("forget_gate", [True, False], ids=["forget-gate", "1997"])
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "left-padded"])
+def test_the_lstm_function_takes_left_padding_and_the_lstm_without_forget_gate(forget_gate, padded):
+    """LSTMSequence (single and stacked) against the explicit cell, float64: the 1997 LSTM
+    (f = 1) and left-padded batches of the 1997 adding problem's kind (lengths T..T + T/10)."""
+    from study.ensemble import Ensemble
+    from study.fast import choose_path
+    from study.tasks.base import left_pad_mask
+
+    models = [small_model("lstm", 3, 6, 2, seed=s, forget_gate=forget_gate) for s in (4, 5)]
+    T = 13
+    valid = left_pad_mask(torch.tensor([13, 9, 11, 1]), T)[0] if padded else None
+    xs = [torch.randn(4, T, 3, dtype=torch.float64) for _ in models]
+    xs = [x * valid[..., None] if padded else x for x in xs]  # the tasks zero their padding
+    probes = [torch.randn(4, T, 2, dtype=torch.float64) for _ in models]
+    model = models[0]
+    path = choose_path(model.cell, "fast", "cpu", padded, 1, False, padded)
+    assert path == ("sequence" if padded or not forget_gate else "native")
+    refs = []
+    for m, x, p in zip(models, xs, probes):
+        m.impl = "explicit"
+        xr = x.clone().requires_grad_(True)
+        y = m.predict(xr, valid)
+        refs.append((y, torch.autograd.grad((y * p).sum(), [xr, *m.parameters()])))
+        m.impl = "fast"
+        xf = x.clone().requires_grad_(True)
+        y_fast = m.predict(xf, valid)
+        torch.testing.assert_close(y_fast, y, rtol=1e-10, atol=1e-12)
+        g = torch.autograd.grad((y_fast * p).sum(), [xf, *m.parameters()])
+        for a, b in zip(g, refs[-1][1]):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    ensemble = Ensemble(models)
+    ys = ensemble.predict(xs, [valid, valid])
+    grads = torch.autograd.grad(sum((y * p).sum() for y, p in zip(ys, probes)), ensemble.stacked)
+    for e, (y_ref, g_ref) in enumerate(refs):
+        torch.testing.assert_close(ys[e], y_ref, rtol=1e-10, atol=1e-12)
+        for a, b in zip(grads, g_ref[1:]):
+            torch.testing.assert_close(a[e], b, rtol=1e-10, atol=1e-12)
