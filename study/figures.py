@@ -202,7 +202,11 @@ KINDS = {
         _needs_stop_on_solve,
         lambda runs, metrics: plots_learning.curves(metrics, runs),
     ),
-    "causal_success": Kind((), plots_causal.needs_cuts, plots_causal.success),
+    "causal_success": Kind(
+        ("metrics",),
+        plots_causal.needs_cuts,
+        lambda runs, metrics: plots_causal.success(runs, metrics),
+    ),
     "causal_gradient": Kind(
         ("grad_flow",),
         plots_causal.needs_cuts,

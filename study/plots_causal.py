@@ -2,7 +2,8 @@
 
 `success`: per cell, the fraction of seeds that solved against T for each arm (uncut, linear
 path cut, hidden path cut) with Wilson intervals and k/n written beside each point, the tanh
-RNN's floor in grey. `gradient`: per cell, the gradient reaching each lag at initialisation and
+RNN's floor in grey; at the task's criterion and at a looser threshold (10 % of the baseline).
+`gradient`: per cell, the gradient reaching each lag at initialisation and
 after the first probe in training, one colour per arm. The arms keep their colours in every
 panel; each panel's title has its cell's colour (study/plots.py).
 """
@@ -39,40 +40,51 @@ def _lag_axis(ax, Ts) -> None:
     ax.set_xlabel("lag T (sequence length)")
 
 
-def success(runs: pd.DataFrame):
-    """Fraction of seeds solved against T, one panel per cell, one line per arm."""
-    r = causal.with_arms(runs)
-    rates = causal.learning.success_rates(r, causal.BY)
-    models = _cells(r)
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models) + 1.6, 4.2),
-                             sharey=True, squeeze=False, layout="constrained")  # fmt: skip
-    arms = sorted(r.arm.unique(), key=causal._arm_order)
-    Ts = sorted(r["T"].unique())
+def _success_panel(ax, rates: pd.DataFrame, model: str, arms: list[str]) -> None:
+    """One cell's arms (and the floor) against T, with Wilson bars and k/n beside each point."""
     floor = rates[rates.model == FLOOR].sort_values("T")
-    for ax, model in zip(axes[0], models):
-        if not floor.empty:
-            ax.plot(floor["T"], floor.rate, color="0.6", lw=3, alpha=0.5, label="tanh RNN (floor)")
-        for i, arm in enumerate(arms):
-            g = rates[(rates.model == model) & (rates.arm == arm)].sort_values("T")
-            if g.empty:
-                continue
-            x = g["T"] * 1.05 ** (i - (len(arms) - 1) / 2)
-            err = [g.rate - g.lo, g.hi - g.rate]
-            ax.errorbar(x, g.rate, yerr=err, marker="o", capsize=3, color=arm_color(arm),
-                        label=arm)  # fmt: skip
-            for xi, (_, row) in zip(x, g.iterrows()):
-                ax.annotate(f"{row.k}/{row.n}", (xi, row.rate), textcoords="offset points",
-                            xytext=(4, 4 - 10 * i), fontsize=7, color=arm_color(arm))  # fmt: skip
-        _lag_axis(ax, Ts)
-        cell = r[r.model == model].cell.iloc[0]
-        ax.set_title(model, fontsize=10, color=color(cell))
-        ax.set_ylim(-0.05, 1.08)
-    axes[0, 0].set_ylabel("fraction of seeds solved, 95 % Wilson CI")
+    if not floor.empty:
+        ax.plot(
+            floor["T"],
+            floor.rate,
+            color="0.6",
+            lw=3,
+            marker="s",
+            alpha=0.5,
+            label="tanh RNN (floor)",
+        )
+    for i, arm in enumerate(arms):
+        g = rates[(rates.model == model) & (rates.arm == arm)].sort_values("T")
+        x = g["T"] * 1.05 ** (i - (len(arms) - 1) / 2)
+        c = arm_color(arm)
+        ax.errorbar(x, g.rate, yerr=[g.rate - g.lo, g.hi - g.rate], marker="o", capsize=3,
+                    color=c, label=arm)  # fmt: skip
+        for xi, (_, row) in zip(x, g.iterrows()):
+            where = dict(textcoords="offset points", xytext=(4, 4 - 10 * i))
+            ax.annotate(f"{row.k}/{row.n}", (xi, row.rate), fontsize=7, color=c, **where)
+    ax.set_ylim(-0.05, 1.08)
+
+
+def success(runs: pd.DataFrame, metrics: pd.DataFrame):
+    """Fraction of seeds that solved against T, one panel per cell, one line per arm (top: the
+    task's criterion; bottom: the loss below 10 % of the baseline, the looser threshold)."""
+    r = causal.with_arms(runs)
+    tables = causal.threshold_tables(runs, metrics)
+    rows = {"criterion": "solved (the task's criterion)", "10%": "below 10 % of the baseline"}
+    models = _cells(r)
+    size = (4.2 * len(models) + 1.6, 7.6)
+    fig, axes = plt.subplots(2, len(models), figsize=size, sharey=True, sharex=True,
+                             squeeze=False, layout="constrained")  # fmt: skip
+    arms = sorted(r.arm.unique(), key=causal._arm_order)
+    for axrow, (name, ylabel) in zip(axes, rows.items()):
+        for ax, model in zip(axrow, models):
+            _success_panel(ax, tables[name], model, arms)
+            _lag_axis(ax, r["T"].unique())
+            ax.set_title(model, fontsize=10, color=color(r[r.model == model].cell.iloc[0]))
+        axrow[0].set_ylabel(f"fraction of seeds {ylabel},\n95 % Wilson CI", fontsize=9)
     axes[0, -1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.suptitle(
-        "The causal test: the same forward pass, one gradient path cut\n" + describe(runs),
-        fontsize=10,
-    )
+    title = "The causal test: the same forward pass, one gradient path cut"
+    fig.suptitle(f"{title}\n{describe(runs)}", fontsize=10)
     return fig
 
 

@@ -133,3 +133,19 @@ def test_study_learning_prints_the_causal_table_of_the_tiny_study(tiny_study):
         assert arm in out
     assert "RNN" in out  # the floor joined the experiment's folder
     assert "within each (model, T) group" in out
+
+
+def test_looser_thresholds_count_the_runs_that_got_below_them_on_the_way():
+    """A linear-cut arm that plateaus at 3 % of the baseline: 0/5 at the criterion, 5/5 at 5 %
+    and 10 %; the verdict flips with the threshold, and the table says so."""
+    from study.causal import threshold_tables
+
+    runs, metrics, _, _ = synthetic({None: [1000] * 5, "linear": [None] * 5, "hidden": [2000] * 5})
+    plateau = metrics.path.str.startswith("linear") & (metrics.name == "eval_loss")
+    metrics.loc[plateau & (metrics.step >= 3000), "value"] = 0.03
+    tables = threshold_tables(runs, metrics)
+    assert list(tables) == ["criterion", "5%", "10%"]
+    ks = {name: t.set_index("arm").k["linear cut"] for name, t in tables.items()}
+    assert ks == {"criterion": 0, "5%": 5, "10%": 5}
+    assert verdicts(tables["criterion"]).verdict.iloc[0].endswith("necessary and sufficient")
+    assert "falsified" in verdicts(tables["5%"]).verdict.iloc[0]
