@@ -8,13 +8,16 @@ from pathlib import Path
 import torch
 
 from study.rundir import CHECKPOINT, atomic_write, write_tables
+from study.train import Records
 
 log = logging.getLogger(__name__)
 
 
 class CheckpointFile:
     """`<run dir>/checkpoint.pt`, saved atomically; removed once the run has finished. A file that
-    cannot be loaded is moved aside (checkpoint.pt.corrupt) with one line, and training restarts."""
+    cannot be loaded is moved aside (checkpoint.pt.corrupt) with one line, and training restarts.
+    It holds tensors, lists, strings and numbers only (the records as Records.to_plain) and is
+    loaded with weights_only=True: a pickle planted in a results folder is refused, never run."""
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / CHECKPOINT
@@ -23,10 +26,10 @@ class CheckpointFile:
         if not self.path.exists():
             return None
         try:
-            state = torch.load(self.path, weights_only=False)  # our own file: records are pickled
+            state = torch.load(self.path, weights_only=True)
             if not isinstance(state, dict) or "next_step" not in state:
                 raise ValueError("not a training checkpoint")
-            return state
+            return {**state, "records": Records.from_plain(state["records"])}
         except Exception as e:  # any unpickling failure: zip, pickle, EOF, attribute errors
             aside = self.path.with_name(CHECKPOINT + ".corrupt")
             self.path.replace(aside)
@@ -41,7 +44,8 @@ class CheckpointFile:
     def save(self, state: dict) -> None:
         """Save the state, and flush the run's tables so far beside it: a running run's partial
         learning curves and gradient flow can be read while it trains."""
-        atomic_write(self.path, lambda p: torch.save(state, p))
+        plain = {**state, "records": state["records"].to_plain()}
+        atomic_write(self.path, lambda p: torch.save(plain, p))
         write_tables(self.path.parent, state["records"].tables())
 
     def remove(self) -> None:

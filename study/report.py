@@ -13,6 +13,7 @@ import argparse
 import base64
 import html
 import logging
+import re
 import tempfile
 from pathlib import Path
 
@@ -50,7 +51,17 @@ pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .85em; }
 
 
 def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, border=0, na_rep="", float_format="{:.3g}".format)
+    """A table as HTML; pandas escapes every cell (escape=True, said here: names come from
+    folders and configs)."""
+    return frame.to_html(
+        index=False, border=0, na_rep="", float_format="{:.3g}".format, escape=True
+    )
+
+
+def anchor(name: str, index: int) -> str:
+    """An id for an experiment's section: letters, digits, - and _ only (a folder name may hold
+    anything), made unique by its position."""
+    return f"e{index}-" + re.sub(r"[^A-Za-z0-9_-]", "-", name)
 
 
 def decay_table(runs: pd.DataFrame, flow: pd.DataFrame) -> pd.DataFrame:
@@ -215,13 +226,13 @@ def build(root: Path) -> str:
     page.add(_table(summary))
     with tempfile.TemporaryDirectory() as tmp:
         drawn = figures.render_all(root, Path(tmp))
-        for name, folder in found.items():
+        for index, (name, folder) in enumerate(found.items()):
             runs = load_runs(folder)
-            page.section(name.replace("/", "-"), f"Experiment {name}")
+            page.section(anchor(name, index), f"Experiment {name}")
             if runs.empty:
                 page.add("<p>No finished runs.</p>")
                 continue
-            page.add(f"<p class=note>{html.escape(describe(runs))}; folder {folder}</p>")
+            page.add(f"<p class=note>{html.escape(f'{describe(runs)}; folder {folder}')}</p>")
             flow = load_table(folder, "grad_flow", runs)
             if len(flow) and (flow.step == 0).any():
                 page.add("<h3>Decay of the gradient per step at initialisation</h3>")

@@ -101,9 +101,12 @@ def experiment_folder(choice: str | None, experiment_dir: str | None) -> str:
     """The folder under out_dir that a job writes into: `experiment_dir` where the experiment
     sets one (study_causal_floor joins study_causal), else the experiment's name, else
     "default". One plain folder name: nothing written can land outside out_dir."""
+    key = "experiment_dir" if experiment_dir else "experiment"
     name = experiment_dir or choice or "default"
     if name in (".", "..") or "/" in name or "\\" in name:
-        raise ValueError(f"experiment_dir={name!r} is invalid: one folder name, no / or ..")
+        raise ValueError(
+            f"{key}={name!r} is invalid: the results folder must be one folder name, no / or .."
+        )
     return name
 
 

@@ -103,6 +103,46 @@ class Records:
     def lyapunov_frame(self) -> pd.DataFrame:
         return _concat(self.lyapunov)
 
+    FRAMES = ("flow", "evidence", "weights", "lyapunov")
+
+    def to_plain(self) -> dict:
+        """The records as tensors, lists, strings and numbers only: what a checkpoint loaded
+        with torch.load(weights_only=True) may hold, so that no results folder can run code.
+        from_plain gives back equal records (dtypes and values exact)."""
+        plain = {"status": self.status, "solved_step": self.solved_step}
+        plain["final"] = {k: _scalar(v) for k, v in self.final.items()}
+        plain["metrics"] = [{k: _scalar(v) for k, v in row.items()} for row in self.metrics]
+        for name in self.FRAMES:
+            plain[name] = [_frame_to_plain(f) for f in getattr(self, name)]
+        return plain
+
+    @classmethod
+    def from_plain(cls, plain: dict) -> Records:
+        frames = {name: [_frame_from_plain(f) for f in plain[name]] for name in cls.FRAMES}
+        return cls(plain["status"], plain["metrics"], final=plain["final"],
+                   solved_step=plain["solved_step"], **frames)  # fmt: skip
+
+
+def _scalar(value):
+    """A numpy scalar as the Python number it holds (weights_only admits no numpy types)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _frame_to_plain(frame: pd.DataFrame) -> dict:
+    """A table as {"columns": names, "values": one tensor per numeric column, a list of
+    strings per other}."""
+    values = []
+    for name in frame.columns:
+        col = frame[name]
+        numeric = pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)
+        values.append(torch.from_numpy(col.to_numpy().copy()) if numeric else col.tolist())
+    return {"columns": list(frame.columns), "values": values}
+
+
+def _frame_from_plain(plain: dict) -> pd.DataFrame:
+    data = {n: v.numpy() if isinstance(v, Tensor) else v for n, v in zip(*plain.values())}
+    return pd.DataFrame(data, columns=plain["columns"])
+
 
 def stopped(records: Records, settings: TrainSettings) -> bool:
     """Whether stop-on-solve or the stream rule has ended this member's training."""

@@ -150,3 +150,18 @@ def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
         "error: device=cuda is unavailable: torch sees no CUDA device (use cpu or auto)"
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("experiment=../../conf/experiment/smoke", "experiment"),
+        ("experiment_dir=../up", "experiment_dir"),
+    ],
+)
+def test_no_name_writes_outside_out_dir(tmp_path, override, key):
+    out = tmp_path / "a" / "b"
+    proc = run_cli("-m", override, out=out, check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().startswith(f"error: {key}=") and "one folder name" in proc.stderr
+    assert not any(tmp_path.rglob("*.json")) and not (tmp_path / "a" / "b").exists()

@@ -154,6 +154,55 @@ def test_a_corrupt_checkpoint_is_moved_aside_and_training_restarts(tmp_path):
     assert (run / "metrics.parquet").read_bytes() == metrics  # from scratch: the same run
 
 
+class Planted:
+    """A pickle that would write a file when unpickled (what an attacker plants)."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.target), "ran"))
+
+
+def test_a_planted_pickle_in_a_checkpoint_is_refused_and_never_runs(tmp_path):
+    out = tmp_path / "results"
+    study_run(*TINY, out=out)
+    run = the_run(out)
+    info = json.loads((run / rundir.RUN_JSON).read_text()) | {"status": "running"}
+    (run / rundir.RUN_JSON).write_text(json.dumps(info))
+    marker = tmp_path / "executed"
+    torch.save({"next_step": 2, "payload": Planted(str(marker))}, run / rundir.CHECKPOINT)
+    proc = study_run(*TINY, out=out)
+    assert proc.returncode == 0, proc.stderr
+    assert not marker.exists()  # nothing from the results folder ran
+    lines = [x for x in (proc.stdout + proc.stderr).splitlines() if "unreadable" in x]
+    assert len(lines) == 1 and "UnpicklingError" in lines[0]
+    assert rundir.status(run) == "completed"
+
+
+def test_a_checkpoints_records_come_back_exactly(tmp_path):
+    """Records through the weights_only checkpoint: every table equal, dtypes included."""
+    from study.checkpoint import CheckpointFile
+    from study.model import build_model
+    from study.tasks.adding import Adding
+    from study.train import TrainSettings, train
+
+    torch.manual_seed(0)
+    model = build_model("lstm", 2, 1, hidden_size=4)
+    settings = TrainSettings(steps=4, batch_size=4, log_every=2, eval_size=8)
+    records = train(model, Adding(6), torch.optim.Adam, settings, seed=0)
+    store = CheckpointFile(tmp_path)
+    store.save({"next_step": 3, "records": records})
+    back = store.load()["records"]
+    for name, table in records.tables().items():
+        pd.testing.assert_frame_equal(back.tables()[name], table, check_exact=True, obj=name)
+    assert (back.status, back.final, back.solved_step) == (
+        records.status,
+        records.final,
+        records.solved_step,
+    )
+
+
 def test_the_cache_key_does_not_depend_on_how_the_path_is_spelled(tmp_path, monkeypatch):
     out = tmp_path / "results"
     study_run("-m", "model=rnn,gru", *TINY, out=out)

@@ -94,3 +94,29 @@ def test_the_report_renders_in_a_headless_browser(report, tmp_path):
     assert plots and all(n > 0 for n in plots)  # every interactive plot drawn
     pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float)
     assert pixels.std() > 10 and (pixels < 128).mean() > 0.005  # not blank
+
+
+XSS = "<img src=x onerror=window.__xss=1>"
+
+
+def test_names_from_folders_are_text_not_html(tiny_study, tmp_path):
+    """An experiment folder named like markup: the report shows its name and runs nothing."""
+    root = tmp_path / "results"
+    shutil.copytree(tiny_study / "init_ratio", root / XSS)
+    out = tmp_path / "report.html"
+    proc = study_run(root, "--out", out, module="study.report")
+    assert proc.returncode == 0, proc.stderr
+    page = out.read_text()
+    assert XSS not in page and "&lt;img src=x onerror=window.__xss=1&gt;" in page
+    if CHROMIUM is None:
+        return  # the static check above still ran; the browser's below needs chromium
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        tab = browser.new_page()
+        tab.goto(out.as_uri())
+        ran = tab.evaluate("window.__xss")
+        shown = tab.inner_text("h2:nth-of-type(2)")
+        browser.close()
+    assert ran is None and XSS in shown
