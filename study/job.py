@@ -67,6 +67,7 @@ def build(cfg: DictConfig, check_task: bool = False) -> Job:
         settings = TrainSettings(**train_cfg)
         make_optimizer = instantiate(optimizer)
         check_optimizer(make_optimizer, model, cfg.train.optimizer)
+        check_ensemble_optimizer(cfg)
         probes = instantiate(cfg.probe)
         device = resolve_device(cfg.device)
     except InstantiationException as e:
@@ -132,6 +133,25 @@ def check_keys(cfg: DictConfig) -> None:
     for key in cfg.train:
         if key not in settings:
             raise ConfigError(f"train.{key} is an unknown key{suggest(key, settings, 'train.')}")
+
+
+ELEMENTWISE = {"Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop", "Adagrad", "ASGD"}
+ELEMENTWISE |= {"Rprop", "Adadelta"}
+"""torch.optim classes whose update of each parameter element reads that element's gradient
+and state alone: on an ensemble's stacked tensors each member's update is its own (Adafactor's
+factored moments, or any optimiser unknown here, would couple the members)."""
+
+
+def check_ensemble_optimizer(cfg: DictConfig) -> None:
+    """ensemble > 1 trains the members' parameters stacked: refuse an optimiser that would
+    couple them, before anything is written."""
+    target = str(cfg.train.optimizer.get("_target_"))
+    if cfg.ensemble > 1 and target.rpartition(".")[2] not in ELEMENTWISE:
+        allowed = ", ".join(sorted(ELEMENTWISE))
+        raise ConfigError(
+            f"train.optimizer._target_={target} with ensemble={cfg.ensemble}: the stacked members"
+            f" need an elementwise optimiser, else their updates couple; allowed: {allowed}"
+        )
 
 
 def check_optimizer(make_optimizer, model: SequenceModel, node: DictConfig) -> None:

@@ -146,6 +146,11 @@ def matched_hidden_size(
     return low if target - count(low) <= count(high) - target else high
 
 
+CHRONO_MAX = 1e7
+"""The largest chrono T_max: a keep-gate bias log(T_max) above ~16 rounds sigmoid to 1 in
+float32, so any larger T_max initialises the same network."""
+
+
 def build_model(
     cell: str,
     input_size: int,
@@ -199,12 +204,20 @@ def build_model(
         raise ValueError(f"model.nonlinearity={nonlinearity!r} applies only to cell=rnn")
     if cell != "lstm" and (forget_bias is not None or not forget_gate):
         raise ValueError("model.forget_bias / model.forget_gate apply only to cell=lstm")
+    if not forget_gate and forget_bias is not None:
+        raise ValueError(
+            f"model.forget_bias={forget_bias!r} has no effect with model.forget_gate=false"
+            " (f = 1): drop one of them"
+        )
     if chrono is not None:
         require_number("model.chrono", chrono)
         if cell not in ("lstm", "gru"):
             raise ValueError("model.chrono applies only to cell=lstm and cell=gru")
-        if chrono <= 2 or forget_bias is not None:
-            raise ValueError(f"model.chrono={chrono!r} is invalid: T_max > 2, without forget_bias")
+        if not 2 < chrono <= CHRONO_MAX or forget_bias is not None:
+            raise ValueError(
+                f"model.chrono={chrono!r} is invalid: T_max in (2, {CHRONO_MAX:.0e}], without"
+                " forget_bias"
+            )
     if input_bias is not None:
         # a YAML list arrives as a ListConfig (a Sequence); a number or a string as itself
         scalar = isinstance(input_bias, str) or not isinstance(input_bias, Sequence)
@@ -228,6 +241,12 @@ def build_model(
             hidden_size = matched_hidden_size(
                 cell, input_size, output_size, match_params, **options
             )
+            if hidden_size < 2:
+                smallest = count_params(cell, input_size, 2, output_size, **options)
+                raise ValueError(
+                    f"model.match_params={match_params} is too small for cell={cell}: it gives"
+                    f" H = {hidden_size}; H = 2 needs {smallest} parameters"
+                )
         recurrence = kind(input_size, hidden_size, **options)
     except TypeError as e:  # an option the cell does not take
         raise ValueError(f"model.options do not fit cell={cell}: {e}") from None

@@ -165,3 +165,25 @@ def test_no_name_writes_outside_out_dir(tmp_path, override, key):
     assert proc.returncode != 0
     assert proc.stderr.strip().startswith(f"error: {key}=") and "one folder name" in proc.stderr
     assert not any(tmp_path.rglob("*.json")) and not (tmp_path / "a" / "b").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides,line",
+    [
+        (
+            ["ensemble=2", "train.optimizer._target_=torch.optim.Adafactor"],
+            "error: train.optimizer._target_=torch.optim.Adafactor with ensemble=2: the stacked",
+        ),
+        (
+            ["model.forget_gate=false", "model.forget_bias=1"],
+            "error: model.forget_bias=1 has no effect with model.forget_gate=false",
+        ),
+        (["model.match_params=1"], "error: model.match_params=1 is too small for cell=lstm"),
+        (["model=lstm_chrono", "model.chrono=1e300"], "error: model.chrono=1e+300 is invalid"),
+    ],
+)
+def test_meaningless_combinations_are_refused_with_one_line(tmp_path, overrides, line):
+    proc = run_cli(*overrides, "train.steps=0", out=tmp_path / "out", check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().startswith(line) and "\n" not in proc.stderr.strip()
+    assert not (tmp_path / "out").exists()
