@@ -40,7 +40,8 @@ def sweep_jobs(config: DictConfig, overrides: list[str] | None = None) -> list[l
 
 
 def sweep_run_dirs(config: DictConfig) -> list[Path]:
-    """The run directory of every run of this multirun (one per member of an ensemble job)."""
+    """The run directory of every run of this multirun (one per member of an ensemble job),
+    each once."""
     choice = config.hydra.runtime.choices.get("experiment")
     experiment = rundir.experiment_folder(choice, config.get("experiment_dir"))
     dirs = []
@@ -49,7 +50,7 @@ def sweep_run_dirs(config: DictConfig) -> list[Path]:
         seed = int(values.get("seed", config.seed))
         members = int(values.get("ensemble", config.get("ensemble", 1)))
         dirs += rundir.job_run_dirs(config.out_dir, experiment, job, seed, members).values()
-    return dirs
+    return list(dict.fromkeys(dirs))  # overlapping ensembles (seed=0,1 ensemble=2) share runs
 
 
 def summarise(dirs: list[Path], token: str | None) -> tuple[Counter, dict[str, list[str]]]:

@@ -210,3 +210,11 @@ def test_an_ensemble_job_writes_one_run_directory_per_seed(tmp_path):
     again = study_run("-m", "model=gru", "seed=2", "ensemble=2", *TINY, out=tmp_path / "ens")
     assert again.returncode == 0, again.stderr
     assert "sweep of 2 runs: 1 completed / 1 skipped" in again.stderr  # seed 2 done, seed 3 new
+
+
+def test_overlapping_ensembles_count_each_run_once(tmp_path):
+    """seed=0,1 with ensemble=2: jobs {0, 1} and {1, 2}, three runs; the summary says three."""
+    tiny = ["train.steps=2", "train.log_every=1", "train.eval_size=8", "model.hidden_size=4"]
+    proc = study_run("-m", "seed=0,1", "ensemble=2", "task.length=5", *tiny, out=tmp_path)
+    assert "sweep of 3 runs: 3 completed / 0 skipped" in proc.stderr.splitlines()[-1]
+    assert len(list((tmp_path / "default").iterdir())) == 3
