@@ -344,9 +344,17 @@ def train_members(
         batches = [task.sample(s.batch_size, gen).to(device) for gen in gens]
         log = step % s.log_every == 0 or step == s.steps
         probe, costly = probes.due(step, s.steps, s.log_every)
+        scales = cut_draws(members.cut, batches, seeds, step)
+        losses, norms, per = gradient_step(
+            members, task, optimizer, batches, s.clip_norm, streams is not None, scales
+        )
         probed = [None] * E
-        if probe:  # probe the models as they are before this step's update
-            for e in filter(active.__getitem__, range(E)):
+        if probe:  # probe the models as they are before this step's update (not yet made)
+            # a member whose loss or gradient is not finite diverges below, unprobed: no probe
+            # (an SVD, an eigensolver) ever sees a non-finite state
+            finite = [math.isfinite(lo.item()) and math.isfinite(n.item()) for lo, n in
+                      zip(losses, norms)]  # fmt: skip
+            for e in filter(lambda e: active[e] and finite[e], range(E)):
                 model = members.member(e)
                 data = data_generator(seeds[e], f"probe-{step}")  # SNR draws, apart from training
                 probed[e] = run_probes(model, task, batches[e], step, probes, costly, data)
@@ -354,10 +362,6 @@ def train_members(
                 records[e].evidence.append(probed[e].evidence)
                 records[e].weights.append(probed[e].weights)
                 records[e].lyapunov.append(probed[e].lyapunov)
-        scales = cut_draws(members.cut, batches, seeds, step)
-        losses, norms, per = gradient_step(
-            members, task, optimizer, batches, s.clip_norm, streams is not None, scales
-        )
         hit = [False] * E
         if streams:
             for e in filter(active.__getitem__, range(E)):

@@ -531,3 +531,16 @@ def test_a_running_runs_tables_are_flushed_at_each_checkpoint(tmp_path):
     pd.testing.assert_frame_equal(flushed, final[final["step"] <= 3].reset_index(drop=True))
     flow = pd.read_parquet(tmp_path / rundir.TABLES["grad_flow"])
     assert sorted(flow["step"].unique()) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("probe", ["probe.jacobian_examples=2", "probe.jacobian_examples=0"])
+def test_a_run_that_overflows_at_step_0_is_diverged_and_no_probe_hangs(tmp_path, probe):
+    """W_hh at gain 1e300 overflows float32 to inf: the state is not finite from the first step.
+    The run is marked diverged at step 0 before any probe (an SVD, an eigensolver on inf)."""
+    gain = ["model.recurrent_init=orthogonal", "model.recurrent_gain=1e300"]
+    proc = study_run(*TINY, *gain, probe, out=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "diverged at step 0" in proc.stdout + proc.stderr
+    run = the_run(tmp_path)
+    info = json.loads((run / rundir.RUN_JSON).read_text())
+    assert info["status"] == "diverged" and info["diverged_at_step"] == 0
