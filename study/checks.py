@@ -12,6 +12,12 @@ def require_int(key: str, value, low: int) -> None:
         raise ValueError(f"{key}={value!r} is invalid: must be an integer >= {low}")
 
 
+def require_at_most(key: str, value, high, why: str) -> None:
+    """Raise ValueError if `value` exceeds `high` (a size that cannot run), saying why."""
+    if value > high:
+        raise ValueError(f"{key}={value!r} is too large: at most {high:,} ({why})")
+
+
 def require_bool(key: str, value) -> None:
     """Raise ValueError unless `value` is true or false (not "no", "off", 0 or 1)."""
     if not isinstance(value, bool):

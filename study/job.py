@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from study import allocator, rundir
 from study.checkpoint import CheckpointFile
-from study.checks import require_bool, require_int, suggest
+from study.checks import require_at_most, require_bool, require_int, suggest
 from study.ensemble import Ensemble
 from study.model import SequenceModel
 from study.probes import ProbeSettings
@@ -57,6 +57,7 @@ def build(cfg: DictConfig, check_task: bool = False) -> Job:
     try:
         check_top_level(cfg)
         check_keys(cfg)
+        check_sizes(cfg)
         task = instantiate(cfg.task)
         if check_task:
             check_samples(task)
@@ -75,6 +76,29 @@ def build(cfg: DictConfig, check_task: bool = False) -> Job:
     except (TypeError, ValueError, OmegaConfBaseException, HydraException) as e:
         raise ConfigError(one_line(e)) from e
     return Job(task, model, settings, probes, make_optimizer, device)
+
+
+MAX_LENGTH = 100_000  # steps: a probe's float64 states and Jacobians grow with T
+MAX_SNR_BATCHES = 1000  # each is a backward pass per probe
+
+
+def check_sizes(cfg: DictConfig) -> None:
+    """Sizes that would exhaust memory or never finish, refused before anything is built or
+    written; and more Jacobian examples than the probe's batch holds (which the run would clip
+    silently, its run id keeping the asked value). probe.jacobian_lags is "about this many" by
+    its definition, at most T - 1."""
+    length = cfg.task.get("length")
+    if isinstance(length, int) and not isinstance(length, bool):
+        require_at_most("task.length", length, MAX_LENGTH, "the probes keep every step")
+    snr = cfg.probe.get("snr_batches")
+    if isinstance(snr, int) and not isinstance(snr, bool):
+        require_at_most("probe.snr_batches", snr, MAX_SNR_BATCHES, "a backward pass each")
+    examples, batch = cfg.probe.get("jacobian_examples"), cfg.train.get("batch_size")
+    if isinstance(examples, int) and isinstance(batch, int) and examples > batch:
+        raise ConfigError(
+            f"probe.jacobian_examples={examples} is more than train.batch_size={batch}: the"
+            " probe reads examples of the step's batch"
+        )
 
 
 def check_samples(task: Task) -> None:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from study.cells import CELLS as CLASSIC
 from study.cells import Cell
-from study.checks import require_bool, require_int, require_number
+from study.checks import require_at_most, require_bool, require_int, require_number
 from study.cut import Cut, StepCut, make_cut
 from study.fast import IMPLS, choose_path, hidden_states, left_padded
 from study.linear_cells import LRUCell, MinGRUCell, MinLSTMCell
@@ -146,6 +146,8 @@ def matched_hidden_size(
     return low if target - count(low) <= count(high) - target else high
 
 
+MAX_HIDDEN = 8192  # 4H x H float32 weights of an LSTM: 1 GB at H = 8192
+MAX_PARAMS = 250_000_000  # float32: 1 GB
 CHRONO_MAX = 1e7
 """The largest chrono T_max: a keep-gate bias log(T_max) above ~16 rounds sigmoid to 1 in
 float32, so any larger T_max initialises the same network."""
@@ -193,8 +195,10 @@ def build_model(
         each step with probability p (null = 1, every step; h-detach).
     """
     require_int("model.hidden_size", hidden_size, 1)
+    require_at_most("model.hidden_size", hidden_size, MAX_HIDDEN, "W_hh alone would exceed 1 GB")
     if match_params is not None:
         require_int("model.match_params", match_params, 1)
+        require_at_most("model.match_params", match_params, MAX_PARAMS, "about 1 GB of weights")
     require_number("model.recurrent_gain", recurrent_gain)
     if forget_bias is not None:
         require_number("model.forget_bias", forget_bias)

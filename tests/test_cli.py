@@ -187,3 +187,19 @@ def test_meaningless_combinations_are_refused_with_one_line(tmp_path, overrides,
     assert proc.returncode != 0
     assert proc.stderr.strip().startswith(line) and "\n" not in proc.stderr.strip()
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "override,line",
+    [
+        ("model.hidden_size=100000", "error: model.hidden_size=100000 is too large: at most 8,192"),
+        ("model.match_params=1000000000", "error: model.match_params=1000000000 is too large"),
+        ("task.length=10000000", "error: task.length=10000000 is too large: at most 100,000"),
+        ("probe.snr_batches=10000000", "error: probe.snr_batches=10000000 is too large"),
+        ("probe.jacobian_examples=500", "error: probe.jacobian_examples=500 is more than train."),
+    ],
+)
+def test_sizes_that_cannot_run_are_refused_before_anything_is_written(tmp_path, override, line):
+    proc = run_cli(override, "train.steps=0", out=tmp_path / "out", check=False)
+    assert proc.returncode != 0 and proc.stderr.strip().startswith(line)
+    assert not (tmp_path / "out").exists()
