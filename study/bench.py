@@ -399,7 +399,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small size per table")
     parser.add_argument(
-        "--device", default="cpu", help="cpu or cuda (the speed, ensemble, targets and scan tables)"
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        help="cpu or cuda (the speed, ensemble, targets, scan and cuts tables)",
     )
     parser.add_argument("--out", default="results/bench", help="where the CSVs go")
     parser.add_argument(
@@ -411,9 +414,17 @@ def main(argv=None) -> None:
         parser.error(
             f"--only: unknown table {', '.join(sorted(unknown))}: allowed {', '.join(TABLES)}"
         )
-    allocator.configure(1)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device (use cpu)")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".study-bench-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        parser.error(f"--out {out}: not a writable folder ({e.strerror})")
+    allocator.configure(1)
     tag = "" if args.device == "cpu" else f"_{args.device}"
 
     if args.quick:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 
 def test_quick_ensemble_table_is_written(tmp_path):
@@ -66,3 +67,21 @@ def test_quick_cuts_table_times_every_arm_cut_and_uncut(tmp_path):
 
     assert list(zip(table.cell, table.cut)) == CUT_ARMS
     assert (table[["uncut_ms", "cut_ms", "cut_ensemble_ms_per_member"]] > 0).all().all()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--device", "nope"], "argument --device: invalid choice: 'nope'"),
+        (["--device", "mps"], "argument --device: invalid choice: 'mps'"),
+        (["--out", "FILE"], "not a writable folder"),
+    ],
+)
+def test_a_bad_device_or_out_is_one_line(tmp_path, args, message):
+    file = tmp_path / "a-file"
+    file.write_text("")
+    args = [str(file) if a == "FILE" else a for a in args]
+    cmd = [sys.executable, "-m", "study.bench", "--only", "targets", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr.splitlines()[-1]
+    assert "Traceback" not in proc.stderr
