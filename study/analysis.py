@@ -165,7 +165,12 @@ def main(argv: list[str] | None = None) -> None:
             print("seeds solved / seeds run  (median final eval loss / memoryless baseline)")
             print(success_table(runs).to_string())
             continue
-        table = decay_ratio(load_table(folder, "grad_flow", runs), step=args.step)
+        flow = load_table(folder, "grad_flow", runs)
+        if not (flow.step == args.step).any():
+            steps = ", ".join(map(str, sorted(flow.step.unique()))) or "none"
+            print(f"no probe at step {args.step}: the runs were probed at steps {steps}")
+            continue
+        table = decay_ratio(flow, step=args.step)
         table = table.merge(runs[["path", "cell"]], on="path").drop(columns="path")
         with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
             print(table.to_string(index=False))

@@ -270,6 +270,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     experiments_or_exit(parser, args.results)
     out = args.out or args.results / "report.html"
+    if out.is_dir():
+        parser.error(
+            f"--out {out} is a folder: give the page's file name, e.g. {out / 'report.html'}"
+        )
     rundir.write_text(out, build(args.results))
     print(f"wrote {out}")
 

@@ -73,3 +73,11 @@ def test_leaves_baseline_is_the_first_evaluation_below_the_fraction():
         rows.append({"path": path, "step": 0, "name": "train_loss", "value": 0.0})  # not read
     first = leaves_baseline(pd.DataFrame(rows), runs)
     assert first["a"] == 200 and first["b"] == 100 and np.isnan(first["c"])
+
+
+def test_a_step_without_probes_says_which_steps_have_them(tiny_study):
+    from tests.conftest import study_run
+
+    proc = study_run(tiny_study / "lags_adding", "--step", "99999", module="study.analysis")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    assert "no probe at step 99999: the runs were probed at steps 0, 2, 4" in proc.stdout
