@@ -125,5 +125,4 @@ def test_names_from_folders_are_text_not_html(tiny_study, tmp_path):
 def test_report_out_a_folder_is_one_line(tiny_study, tmp_path):
     proc = study_run(tiny_study / "init_ratio", "--out", tmp_path, module="study.report")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.splitlines()[-1].endswith(f"--out {tmp_path} is a folder: give the page's"
-                                                 f" file name, e.g. {tmp_path / 'report.html'}")  # fmt: skip
+    assert f"--out {tmp_path} is a folder" in proc.stderr.splitlines()[-1]
