@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,6 +156,8 @@ def check_keys(cfg: DictConfig) -> None:
                 )
     settings = set(inspect.signature(TrainSettings).parameters) | {"optimizer"}
     for key in cfg.train:
+        if key == "ensemble":  # where it was before it moved to the top level
+            raise ConfigError("train.ensemble is now the top-level key: write ensemble=E")
         if key not in settings:
             raise ConfigError(f"train.{key} is an unknown key{suggest(key, settings, 'train.')}")
 
@@ -182,6 +185,11 @@ def check_optimizer(make_optimizer, model: SequenceModel, node: DictConfig) -> N
     """Build the optimiser once on the model's parameters, so that a bad lr or betas is a config
     error now, not a failed run later; reject optimisers whose step needs a closure (LBFGS)."""
     name = f"train.optimizer ({node.get('_target_')})"
+    betas = node.get("betas")
+    if betas is not None:
+        pair = isinstance(betas, Sequence) and not isinstance(betas, str) and len(betas) == 2
+        if not (pair and all(isinstance(b, int | float) and 0 <= b < 1 for b in betas)):
+            raise ConfigError(f"train.optimizer.betas={betas!r} is invalid: two numbers in [0, 1)")
     for key in ("lr", "weight_decay", "momentum", "eps"):
         value = node.get(key)
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from study.cells import Cell, hold
+from study.checks import require_number
 from study.cut import no_cut, step_scales
 
 
@@ -191,6 +192,8 @@ class LRUCell(Cell):
         r_max: float = 1.0,
         max_phase: float = 2 * math.pi,
     ):
+        for key, value in (("r_min", r_min), ("r_max", r_max), ("max_phase", max_phase)):
+            require_number(f"model.options.{key}", value)
         if not 0 <= r_min < r_max <= 1:
             raise ValueError(f"model.options: need 0 <= r_min < r_max <= 1, got {r_min}, {r_max}")
         if not 0 < max_phase <= 2 * math.pi:

@@ -226,6 +226,8 @@ def build_model(
         # a YAML list arrives as a ListConfig (a Sequence); a number or a string as itself
         scalar = isinstance(input_bias, str) or not isinstance(input_bias, Sequence)
         input_bias = [input_bias] if scalar else list(input_bias)
+        if not input_bias:
+            raise ValueError("model.input_bias=[] is invalid: a number, or a non-empty list")
         for value in input_bias:
             require_number("model.input_bias", value)
         if cell != "lstm" or chrono is not None:

@@ -101,7 +101,7 @@ def precheck(argv: list[str]) -> None:
         except ConfigError as e:
             sys.exit(f"error: {e}")
         except Exception as e:
-            sys.exit(f"error: {with_suggestion(one_line(e))}")
+            sys.exit(f"error: {with_suggestion(one_line(e), overrides)}")
     try:
         if args.multirun:
             check_sweep_identity(_compose(base, hydra_config=True), args.overrides)
@@ -109,18 +109,33 @@ def precheck(argv: list[str]) -> None:
         sys.exit(f"error: {e}")
 
 
-def with_suggestion(message: str) -> str:
-    """Hydra's "Could not override 'a.b'" with the closest existing key and the allowed ones."""
+def with_suggestion(message: str, overrides: list[str] | None = None) -> str:
+    """Hydra's "Could not override 'a.b'" with the closest existing key and the allowed ones:
+    those of the option this job selects (composed without the failing override), e.g.
+    task=copy_memory's for task.variant. hydra.launcher.* outside a sweep says to add -m."""
     m = re.match(r"Could not override '([\w.]+)'", message)
     if m is None:
         return message
     key = m.group(1)
+    if key == "train.ensemble":  # where it was before it moved to the top level
+        return "train.ensemble is now the top-level key: write ensemble=E"
+    if key.startswith("hydra.launcher."):
+        return f"{key} applies to a sweep's launcher: add -m (and hydra/launcher=joblib)"
     parent, _, leaf = key.rpartition(".")
-    node = _compose([])
+    others = [o for o in overrides or [] if o.lstrip("+~").partition("=")[0] != key]
+    try:
+        node = _compose(others)
+    except Exception:  # another override fails too: the default config's keys then
+        node = _compose([])
     keys = OmegaConf.select(node, parent) if parent else node
     allowed = (
         [k for k in keys if not str(k).startswith("_")] if isinstance(keys, DictConfig) else ()
     )
+    target = keys.get("_target_") if isinstance(keys, DictConfig) else None
+    if target is not None and leaf not in allowed:  # not a parameter of the selected option
+        chosen = [o.partition("=")[2] for o in others if o.lstrip("+~").startswith(f"{parent}=")]
+        which = f"{parent}={chosen[-1]}" if chosen else parent
+        return f"{key} is not a key of {which} ({target}){suggest(leaf, allowed, parent + '.')}"
     if leaf in allowed:  # a key of the default config, not of the option this job selects
         omitted = "is not in the config this job composes (its YAML omits it)"
         return f"{key} {omitted}: add it with ++{key}=... (sets it whether or not present)"

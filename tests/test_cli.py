@@ -203,3 +203,23 @@ def test_sizes_that_cannot_run_are_refused_before_anything_is_written(tmp_path, 
     proc = run_cli(override, "train.steps=0", out=tmp_path / "out", check=False)
     assert proc.returncode != 0 and proc.stderr.strip().startswith(line)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides,line",
+    [
+        (["task=copy_memory", "task.variant=x"], "error: task.variant is not a key of"
+         " task=copy_memory (study.tasks.copy_memory.CopyMemory) allowed: length"),
+        (["train.ensemble=2"], "error: train.ensemble is now the top-level key: write ensemble=E"),
+        (["+train.ensemble=2"], "error: train.ensemble is now the top-level key"),
+        (["hydra.launcher.n_jobs=2"], "error: hydra.launcher.n_jobs applies to a sweep's launcher"),
+        (["task=latching", "task.noise_var=abc"], "error: task.noise_var='abc' is invalid"),
+        (["model.input_bias=[]"], "error: model.input_bias=[] is invalid"),
+        (["+train.optimizer.betas=abc"], "error: train.optimizer.betas='abc' is invalid"),
+        (["model=lru", "model.options.r_min=abc"], "error: model.options.r_min='abc' is invalid"),
+    ],
+)  # fmt: skip
+def test_every_bad_value_names_its_key(tmp_path, overrides, line):
+    proc = run_cli(*overrides, "train.steps=0", out=tmp_path / "out", check=False)
+    assert proc.returncode != 0 and proc.stderr.startswith(line)
+    assert "\n" not in proc.stderr.strip() and not (tmp_path / "out").exists()

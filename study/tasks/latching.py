@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from study.checks import require_number
 from study.tasks.base import Batch, Task
 
 
@@ -28,8 +29,7 @@ class Latching(Task):
         super().__init__(length)
         if not isinstance(prefix, int) or not 1 <= prefix < length:
             raise ValueError(f"task.prefix={prefix!r} is invalid: must be an integer in [1, T)")
-        if not noise_var >= 0:
-            raise ValueError(f"task.noise_var={noise_var!r} is invalid: must be >= 0")
+        require_number("task.noise_var", noise_var, 0)
         self.prefix, self.noise_var = prefix, noise_var
 
     @property
