@@ -209,8 +209,10 @@ def check_optimizer(make_optimizer, model: SequenceModel, node: DictConfig) -> N
 
 def identity_error(cfg: DictConfig, run_dir: Path) -> str | None:
     """The one-line error for a run directory computed with another config; None if it matches
-    (or there is nothing to compare: no run yet, or nothing of it is reused)."""
-    if not (run_dir / rundir.CONFIG).exists():
+    (or there is nothing to compare: no run yet, nothing of it is reused, or it is damaged: a
+    config.yaml that no longer matches its checksum says nothing of the config it ran with, and
+    the run is named and retrained)."""
+    if not (run_dir / rundir.CONFIG).exists() or rundir.status(run_dir) == "damaged":
         return None
     info = rundir.read_run_json(run_dir) or {}
     reused = info.get("status") in rundir.FINISHED or (run_dir / rundir.CHECKPOINT).exists()

@@ -544,3 +544,19 @@ def test_a_run_that_overflows_at_step_0_is_diverged_and_no_probe_hangs(tmp_path,
     run = the_run(tmp_path)
     info = json.loads((run / rundir.RUN_JSON).read_text())
     assert info["status"] == "diverged" and info["diverged_at_step"] == 0
+
+
+def test_a_damaged_config_that_still_parses_is_named_and_retrained(tmp_path):
+    """config.yaml edited after the run (it still parses, with another lr): the checksum says
+    damage, which is named and retrained, not reported as a run of another config."""
+    out = tmp_path / "results"
+    study_run(*TINY, out=out, check=True)
+    run = the_run(out)
+    config = run / rundir.CONFIG
+    config.write_text(config.read_text().replace("lr: 0.001", "lr: 0.5"))
+    proc = study_run(*TINY, out=out)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout + proc.stderr
+    assert "another config" not in text
+    assert f"damaged default/{run.name}: {rundir.CONFIG} does not match its checksum" in text
+    assert rundir.status(run) == "completed" and "lr: 0.001" in config.read_text()
