@@ -12,6 +12,7 @@ import inspect
 import logging
 import math
 import os
+import socket
 import threading
 import time
 import traceback
@@ -253,7 +254,9 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
         locks[seed] = rundir.RunLock(out)
         if not locks[seed].acquire():
             holder = locks.pop(seed).holder() or {}
-            where = f"running elsewhere: pid {holder.get('pid')}"
+            where = f"running elsewhere: pid {holder.get('pid')} on {holder.get('host')}"
+            if holder.get("host") != socket.gethostname():  # its liveness cannot be checked here
+                where += f"; if that process is gone, delete {out / rundir.LOCK}"
             log.info("busy   %s/%s (%s)%s", experiment, out.name, where, rundir.sweep_progress())
             elsewhere.append(seed)
             continue

@@ -57,7 +57,7 @@ def summarise(dirs: list[Path], token: str | None) -> tuple[Counter, dict[str, l
     """Counts by outcome for this sweep, and the run ids of the ones that need attention."""
     counts, named = (
         Counter(),
-        {k: [] for k in ("failed", "damaged", "unfinished", "running elsewhere")},
+        {k: [] for k in ("failed", "damaged", "unfinished", "running elsewhere", "missing")},
     )
     for d in dirs:
         state = rundir.status(d)

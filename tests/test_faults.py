@@ -560,3 +560,28 @@ def test_a_damaged_config_that_still_parses_is_named_and_retrained(tmp_path):
     assert "another config" not in text
     assert f"damaged default/{run.name}: {rundir.CONFIG} does not match its checksum" in text
     assert rundir.status(run) == "completed" and "lr: 0.001" in config.read_text()
+
+
+def test_a_lock_left_by_another_host_says_whose_it_is_and_how_to_clear_it(tmp_path):
+    out = tmp_path / "results"
+    study_run(*TINY, out=out, check=True)
+    run = the_run(out)
+    info = json.loads((run / rundir.RUN_JSON).read_text()) | {"status": "running"}
+    (run / rundir.RUN_JSON).write_text(json.dumps(info))
+    (run / rundir.LOCK).write_text(json.dumps({"host": "elsewhere-42", "pid": 1}))
+    proc = study_run("-m", *TINY, out=out)
+    text = proc.stdout + proc.stderr
+    assert "running elsewhere: pid 1 on elsewhere-42" in text
+    assert f"if that process is gone, delete {run / rundir.LOCK}" in text
+
+
+def test_a_deleted_run_json_is_named_in_the_summary(tmp_path):
+    out = tmp_path / "results"
+    study_run("-m", "seed=0,1", *TINY, out=out, check=True)
+    run = sorted(p.parent for p in out.rglob(rundir.RUN_JSON))[0]
+    (run / rundir.RUN_JSON).unlink()
+    (run / rundir.CONFIG).unlink()
+    from study.sweep import summarise
+
+    counts, named = summarise([run], token=None)
+    assert counts["missing"] == 1 and named["missing"] == [run.name]
