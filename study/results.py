@@ -5,15 +5,18 @@
 
 Finished runs are verified against the checksums their run.json records; a damaged run is left
 out with one warning naming its path and what is wrong (`status_table` lists it). Tables are
-cached in <root>/.cache/, keyed by the runs' paths relative to <root> and their recorded
-checksums, so the key does not depend on how <root> is spelled and a reload after an unchanged
-sweep reads one parquet file.
+cached outside the results tree (reading never writes into it; a read-only results folder reads
+the same): in $STUDY_CACHE, else $XDG_CACHE_HOME/study, else ~/.cache/study, one folder per
+results root, keyed by the runs' paths relative to <root> and their recorded checksums, so the
+key does not depend on how <root> is spelled and a reload after an unchanged sweep reads one
+parquet file. A cache that cannot be written is skipped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -91,6 +94,16 @@ def load_runs(root: Path, finished_only: bool = True) -> pd.DataFrame:
     return runs
 
 
+def cache_dir(root: Path) -> Path:
+    """Where the tables of the results under `root` are cached (module docstring)."""
+    base = os.environ.get("STUDY_CACHE")
+    if not base:
+        xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        base = Path(xdg) / "study"
+    key = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
+    return Path(base) / key
+
+
 def _fingerprint(root: Path, runs: pd.DataFrame) -> str:
     """Content key of a set of runs: their paths relative to root and their recorded checksums."""
     h = hashlib.sha256(
@@ -108,13 +121,13 @@ def load_table(
 ) -> pd.DataFrame:
     """One tidy table of every finished run, joined with the run's `run_id`, `config`, `seed`,
     `cell`, `memory` (the state that carries memory across steps: h, or s for the LRU) and
-    `path`. Cached in <root>/.cache/ unless `cache=False`."""
+    `path`. Cached (cache_dir) unless `cache=False`."""
     if table not in TABLES:
         raise ValueError(f"table={table!r} is unknown: allowed {', '.join(TABLES)}")
     runs = load_runs(root) if runs is None else runs
     if runs.empty:
         return pd.DataFrame()
-    cached = Path(root) / ".cache" / f"{table}-{_fingerprint(root, runs)}.parquet"
+    cached = cache_dir(root) / f"{table}-{_fingerprint(root, runs)}.parquet"
     # the cache holds each run's path relative to root; the rows get `path` as runs spells it
     relative = {_relative(root, p): p for p in runs["path"]}
     if cache and cached.exists():
@@ -129,9 +142,12 @@ def load_table(
             frames.append(pd.read_parquet(f).assign(**row._asdict()))
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if cache and len(out):
-        for old in cached.parent.glob(f"{table}-*.parquet"):
-            old.unlink()
-        rundir.write_parquet(cached, out.assign(path=out["path"].map(_relative_to(root))))
+        try:
+            for old in cached.parent.glob(f"{table}-*.parquet"):
+                old.unlink()
+            rundir.write_parquet(cached, out.assign(path=out["path"].map(_relative_to(root))))
+        except OSError as e:  # a read-only home or cache: reading goes on uncached
+            log.debug("cache %s not written: %s", cached, e.strerror)
     return out
 
 

@@ -1,7 +1,9 @@
 """Shared test helpers: the repository root, the real command in a subprocess, tiny models."""
 
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,9 @@ import torch
 from study.model import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
+# the readers' table cache (study.results.cache_dir) of this test session, apart from the user's;
+# the commands the tests start inherit it
+os.environ.setdefault("STUDY_CACHE", tempfile.mkdtemp(prefix="study-cache-"))
 
 
 @pytest.fixture(autouse=True)

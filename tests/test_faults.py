@@ -210,7 +210,9 @@ def test_the_cache_key_does_not_depend_on_how_the_path_is_spelled(tmp_path, monk
     spellings = [out / "default", Path("results/default"), Path("results/./default/")]
     frames = [load_table(p, "metrics") for p in spellings]
     assert all(f.drop(columns="path").equals(frames[0].drop(columns="path")) for f in frames)
-    assert len(list((out / "default" / ".cache").glob("metrics-*.parquet"))) == 1
+    from study.results import cache_dir
+
+    assert len(list(cache_dir(out / "default").glob("metrics-*.parquet"))) == 1
 
 
 # ---- bad input: one line naming the key, nonzero exit, nothing written ---------------------------
@@ -585,3 +587,30 @@ def test_a_deleted_run_json_is_named_in_the_summary(tmp_path):
 
     counts, named = summarise([run], token=None)
     assert counts["missing"] == 1 and named["missing"] == [run.name]
+
+
+def test_the_readers_read_a_read_only_results_folder(tmp_path, monkeypatch):
+    """Every reader on a folder it may not write into (nor into the cache): the same tables."""
+    if os.geteuid() == 0:
+        pytest.skip("root writes through read-only permissions")
+    out = tmp_path / "results"
+    study_run("-m", "model=rnn,gru", *TINY, out=out, check=True)
+    expected = load_table(out / "default", "metrics", cache=False)
+    for p in [out, *out.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~0o222)
+    monkeypatch.setenv("STUDY_CACHE", str(out / "no-cache-here"))
+    try:
+        pd.testing.assert_frame_equal(load_table(out / "default", "metrics"), expected)
+    finally:
+        for p in [out, *out.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
+
+
+def test_a_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch):
+    out = tmp_path / "results"
+    study_run("-m", "model=rnn,gru", *TINY, out=out, check=True)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("STUDY_CACHE", str(blocker))  # a file where a folder should be
+    expected = load_table(out / "default", "metrics", cache=False)
+    pd.testing.assert_frame_equal(load_table(out / "default", "metrics"), expected)

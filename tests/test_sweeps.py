@@ -168,7 +168,10 @@ def test_collect_and_cached_tables(tmp_path):
     }
     flow = load_table(root, "grad_flow", runs)
     assert set(flow.run_id) == set(runs.run_id) and {"config", "seed", "cell"} <= set(flow.columns)
-    assert len(list((root / ".cache").glob("grad_flow-*.parquet"))) == 1
+    from study.results import cache_dir
+
+    assert len(list(cache_dir(root).glob("grad_flow-*.parquet"))) == 1
+    assert not list(root.rglob(".cache"))  # reading writes nothing into the results tree
     pd.testing.assert_frame_equal(load_table(root, "grad_flow"), flow)  # from the cache
     # a seed missing from one configuration shows up as missing
     gru1 = Path(next(p for p in runs.path if "model=gru" in p and p.endswith("seed=1")))
