@@ -132,7 +132,6 @@ def test_study_learning_prints_the_causal_table_of_the_tiny_study(tiny_study):
     for arm in ("uncut", "linear cut", "hidden cut"):
         assert arm in out
     assert "RNN" in out  # the floor joined the experiment's folder
-    assert "within each (model, T) group" in out
 
 
 def test_looser_thresholds_count_the_runs_that_got_below_them_on_the_way():
@@ -149,3 +148,24 @@ def test_looser_thresholds_count_the_runs_that_got_below_them_on_the_way():
     assert ks == {"criterion": 0, "5%": 5, "10%": 5}
     assert verdicts(tables["criterion"]).verdict.iloc[0].endswith("necessary and sufficient")
     assert "falsified" in verdicts(tables["5%"]).verdict.iloc[0]
+
+
+def test_the_within_group_rank_correlation_is_not_the_pooled_one():
+    """Two models: one reaches far and solves fast, the other neither; within each, reach and
+    speed are unrelated (ranks reversed in one, equal in the other). Pooled rho is strongly
+    negative, the within-group mean near zero: the pooled one says which model a run is."""
+    from study.learning import spearman, within_groups
+
+    d = pd.DataFrame(
+        {
+            "model": ["a"] * 4 + ["b"] * 4,
+            "T": 100,
+            "reach": [1.0, 2.0, 3.0, 4.0, 1e-9, 2e-9, 3e-9, 4e-9],
+            "to_solve": [10, 20, 30, 40, 400, 300, 200, 100],
+        }
+    )
+    pooled = spearman(d.reach, d.to_solve)["rho"]
+    w = within_groups(d)
+    assert pooled < -0.5
+    assert w["groups"] == w["defined"] == 2
+    assert w["mean_rho"] == pytest.approx(0.0) and (w["min"], w["max"]) == (-1.0, 1.0)
