@@ -28,8 +28,10 @@ def _cells(runs: pd.DataFrame) -> list[str]:
     """The models that have cut arms, in the study's order of cells."""
     cut = runs[runs.arm != "uncut"]
     first = cut.groupby("model").cell.first()
+    chrono = cut.groupby("model")["cfg.model.chrono"].first().notna() if "cfg.model.chrono" in cut \
+        else pd.Series(False, first.index)  # fmt: skip
     rank = {c: i for i, c in enumerate(CELL_ORDER)}
-    return sorted(first.index, key=lambda m: (rank.get(first[m], len(rank)), m))
+    return sorted(first.index, key=lambda m: (rank.get(first[m], len(rank)), chrono[m], m))
 
 
 def _lag_axis(ax, Ts) -> None:
@@ -127,8 +129,12 @@ def gradient(runs: pd.DataFrame, flow: pd.DataFrame):
         cell = r[r.model == model].cell.iloc[0]
         ax.set_title(model, fontsize=10, color=color(cell))
     axes[0, 0].set_ylabel("‖∂ℓ/∂x_t‖ / ‖∂ℓ/∂x_{T-1}‖ (median)")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    legend = {}  # every panel's lines, each label once (a panel may lack a probe at a step)
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    order = sorted(legend, key=lambda label: (causal._arm_order(label.split(",")[0]), label))
+    fig.legend([legend[k] for k in order], order, loc="outside right center", fontsize=8)
     note = f"T = {T}; solid: at initialisation, dashed: after {early} updates" if early else ""
     fig.suptitle(f"The gradient each arm trains with, by lag\n{describe(r)}\n{note}", fontsize=9)
     return fig
