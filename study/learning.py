@@ -198,7 +198,7 @@ def reach_vs_learning(
     took to solve the task (inf: not solved within its budget), and their Spearman correlation
     over the runs probed at that step (a run that stopped before it has no probe there).
     "A network learns the lags its gradient reaches" predicts a negative rho."""
-    d = with_model(runs)[["path", "model", "cell", "T", "solved"]]
+    d = with_model(runs)[["path", "model", "cell", "T", "lr", "solved"]]
     d = d.merge(gradient_reach(evidence, flow, runs, step=step), on="path")
     d = d.merge(solve_times(metrics, runs), on="path")
     d["to_solve"] = d.sequences_to_solve.fillna(np.inf)

@@ -93,6 +93,7 @@ def test_an_outside_task_gets_every_figure_its_runs_support(tmp_path, outside):
     assert proc.returncode == 0, proc.stderr
     drawn = sorted(p.stem for p in (tmp_path / "figs" / "default").glob("*.png"))
     study = {k for k in KINDS if k.startswith("study_")}  # they need train.stop_on_solve
+    study |= {k for k in KINDS if k.startswith("causal_")}  # they need a gradient-path cut
     assert drawn == sorted(set(KINDS) - {"init_setting", "matched", "gradient_snr"} - study)
     assert "skip   default/matched: needs runs at equal H and at equal parameters" in proc.stderr
 

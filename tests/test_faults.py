@@ -220,7 +220,7 @@ BAD = {
     "train.optimizer.lr=-0.1": "train.optimizer.lr=-0.1 is invalid: must be finite, >= 0",
     "train.optimizer.lr=nan": "train.optimizer.lr=nan is invalid: must be finite, >= 0",
     "train.optimizer.lr=fast": "train.optimizer.lr='fast'",
-    "+train.optimizer.betas=[0.9,1.5]": "Invalid beta parameter",
+    "+train.optimizer.betas=[0.9,1.5]": "train.optimizer.betas=[0.9, 1.5] is invalid",
     "train.optimizer._target_=torch.optim.LBFGS": "needs a closure",
     "threads=0": "threads=0",
     "threads=-1": "threads=-1",

@@ -28,7 +28,7 @@ def report(tiny_study, tmp_path_factory) -> Path:
 def test_the_report_is_one_offline_file_about_every_experiment(report, tiny_study):
     page = report.read_text()
     for experiment in ("init_ratio", "lags_adding", "lags_copy", "matched", "memory_path"):
-        assert f'id="{experiment}"' in page
+        assert re.search(rf'<h2 id="e\d+-{experiment}">Experiment {experiment}</h2>', page)
     markup = re.sub(r"<script.*?</script>", "", page, flags=re.S)  # plotly's code names URLs
     assert 'src="http' not in markup and 'href="http' not in markup  # the page fetches nothing
     assert re.search(r"<script[^>]*\bsrc=", page) is None  # plotly's script is inline

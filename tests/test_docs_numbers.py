@@ -1,0 +1,57 @@
+"""The study's numbers in the docs cannot drift from the committed runs: docs/numbers/NAME.txt is
+the output of `study-learning results/reference/NAME` (what docs/study.md and the README quote),
+recomputed here from the committed run directories and compared line by line; the README's
+causal table is parsed and its k/n compared with the arms table recomputed the same way."""
+
+import contextlib
+import io
+import re
+
+import pytest
+
+from study.learning import print_summary
+from tests.conftest import ROOT
+
+NUMBERS = sorted((ROOT / "docs" / "numbers").glob("*.txt"))
+REFERENCE = ROOT / "results" / "reference"
+
+
+def summary_text(experiment: str) -> str:
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        print_summary(REFERENCE / experiment)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("path", NUMBERS, ids=lambda p: p.stem)
+def test_the_committed_numbers_are_what_the_committed_runs_give(path):
+    header, _, body = path.read_text().partition("\n")  # "== NAME (its folder)"
+    assert header.startswith(f"== {path.stem} ")
+    command = f"study-learning results/reference/{path.stem} > docs/numbers/{path.name}"
+    assert summary_text(path.stem) == body, f"the runs changed; regenerate: {command}"
+
+
+def test_the_readmes_causal_table_matches_the_committed_runs():
+    from study.causal import arms_table
+    from study.results import load_runs, load_table
+
+    folder = REFERENCE / "study_causal"
+    runs = load_runs(folder)
+    tables = {n: load_table(folder, n, runs) for n in ("metrics", "evidence", "grad_flow")}
+    table = arms_table(runs, tables["metrics"], tables["evidence"], tables["grad_flow"])
+    counts = {(r.model, int(r.T), r.arm): f"{r.k}/{r.n}" for r in table.itertuples()}
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- causal table: tests/test_docs_numbers.py -->")[1].split("\n\n")[0]
+    rows = [line for line in block.splitlines() if line.startswith("| ") and "---" not in line]
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    checked = 0
+    for line in rows[1:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        model, T = cells[0], int(cells[1])
+        for arm, cell in zip(header[2:], cells[2:]):
+            k_n = re.match(r"(\d+/\d+)", cell)
+            if k_n is None:
+                continue  # "not run"
+            assert counts[(model, T, arm)] == k_n.group(1), (model, T, arm)
+            checked += 1
+    assert checked >= 6
