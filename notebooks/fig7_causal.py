@@ -42,8 +42,19 @@ show("fig7a_causal_success", RESULTS, FIGURES)
 show("fig7b_causal_gradient", RESULTS, FIGURES)
 
 # %% [markdown]
+# (c) Hochreiter & Schmidhuber's own experiment (the adding problem at T = 100, their protocol):
+# full backpropagation through time against their truncated gradient (the hidden cut), with and
+# without their input-gate biases. Experiment study_causal_1997.
+
+# %%
+show("fig7c_causal_1997", RESULTS, FIGURES)
+
+# %% [markdown]
 # The numbers behind the figures, with Fisher's exact test against each cell's uncut arm and
-# the verdicts (also `study-learning results/reference/study_causal`).
+# the verdicts (also `study-learning results/reference/study_causal` and `.../study_causal_1997`).
 
 # %%
 show_summary(RESULTS, "study_causal")
+
+# %%
+show_summary(RESULTS, "study_causal_1997")

@@ -235,6 +235,7 @@ FIGURES = {  # the study's figures: file name -> (kind, experiments to read, in 
     "fig6f_curves_copy": ("study_curves", ("study_copy",)),
     "fig7a_causal_success": ("causal_success", ("study_causal",)),
     "fig7b_causal_gradient": ("causal_gradient", ("study_causal",)),
+    "fig7c_causal_1997": ("causal_success", ("study_causal_1997",)),
 }
 
 

@@ -73,6 +73,7 @@ EXPERIMENTS = {
     # ensembles of 5 (the experiment's own setting), two cells, every arm
     "study_causal": [*TRAINED, "task.length=5,10", "seed=0", "model=lstm_fb1,gru"],
     "study_causal_floor": [*TRAINED, "task.length=5,10", "seed=0"],
+    "study_causal_1997": [*TRAINED, "task.length=30", "seed=0", "train.stream_window=8"],
 }
 
 
