@@ -34,6 +34,7 @@ CELLS = ("rnn", "lstm", "gru")
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 CLIP = TrainSettings().clip_norm  # the training default: every timed step clips as training does
 TABLES = ("targets", "speed", "ensemble", "probes", "memory", "workers", "scan", "cuts")
+TABLES += ("lstm1997",)
 PATHS = ("native", "explicit", "fast")
 
 
@@ -206,6 +207,35 @@ def cuts_table(sizes, E=5, repeats=5, device="cpu") -> pd.DataFrame:
             f" {row['cut_ensemble_ms_per_member']:.1f} ms per member",
             flush=True,
         )
+    return pd.DataFrame(rows)
+
+
+def lstm1997_table(H=32, B=32, T=100, E=5, repeats=5, device="cpu") -> pd.DataFrame:
+    """The 1997 LSTM (no forget gate, the paper's input-gate biases) on the 1997 adding problem
+    (left-padded, lengths T..T + T/10): the explicit loop it took before, against LSTMSequence
+    (f = 1, the padding mask), each as one model and as an ensemble of E, uncut and with the
+    hidden cut (the paper's truncated gradient); the steps interleaved."""
+    task = Adding(T, variant="hochreiter1997")
+    batches = [task.sample(B, torch.Generator().manual_seed(s)).to(device) for s in range(E)]
+    steps = {}
+    for impl, cut, members in itertools.product(("explicit", "fast"), (None, "hidden"), (1, E)):
+        models = []
+        for seed in range(members):
+            torch.manual_seed(seed)
+            options = dict(forget_gate=False, input_bias=[-3, -6], impl=impl, cut=cut)
+            models.append(build_model("lstm", 2, 1, hidden_size=H, **options).to(device))
+        m = Single(models[0]) if members == 1 else Ensemble(models).to(device)
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+        steps[(impl, cut, members)] = functools.partial(
+            train_step, m, task, opt, batches[:members], CLIP
+        )
+    ms = interleaved_ms(steps, repeats, warmup=1, device=device)
+    rows = []
+    for (impl, cut, members), t in ms.items():
+        row = {**_size("lstm1997", H, B, T), "impl": impl, "cut": cut or "none", "E": members}
+        rows.append(row | {"ms_per_step": t, "ms_per_member_step": t / members})
+        per = f"{t:.1f} ms, {t / members:.1f} ms per member"
+        print(f"  {impl:8s} cut={cut or 'none':6s} E={members}: {per}", flush=True)
     return pd.DataFrame(rows)
 
 
@@ -466,6 +496,11 @@ def main(argv=None) -> None:
         cut_sizes = [(16, 8, 50)] if args.quick else [(32, 32, 200), (64, 32, 1000)]
         print("gradient-path cuts against the uncut cells (interleaved):", flush=True)
         tables[f"cuts{tag}"] = cuts_table(cut_sizes, 3 if args.quick else 5, repeats, args.device)
+
+    if "lstm1997" in only:
+        print("the 1997 LSTM on the 1997 adding problem (left-padded), interleaved:", flush=True)
+        size = dict(T=30, E=3, repeats=2) if args.quick else {}
+        tables[f"lstm1997{tag}"] = lstm1997_table(device=args.device, **size)
 
     meta = f"torch {torch.__version__}, device {args.device}"
     if args.device == "cuda":

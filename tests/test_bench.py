@@ -85,3 +85,12 @@ def test_a_bad_device_or_out_is_one_line(tmp_path, args, message):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and message in proc.stderr.splitlines()[-1]
     assert "Traceback" not in proc.stderr
+
+
+def test_quick_lstm1997_table_times_the_explicit_loop_and_the_function(tmp_path):
+    cmd = [sys.executable, "-m", "study.bench", "--quick", "--only", "lstm1997", "--out", tmp_path]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(tmp_path / "lstm1997.csv")
+    assert len(table) == 8 and set(table.impl) == {"explicit", "fast"}
+    assert set(table.cut) == {"none", "hidden"} and (table.ms_per_step > 0).all()

@@ -40,7 +40,7 @@ def test_an_ensemble_members_evaluations_go_to_its_own_log(tmp_path):
 PRINTS = {"main", "show", "collect", "print_summary", "show_summary", "print_causal"}
 PRINTS |= {"_print_tables", "_print_reach"}  # print_summary's parts
 PRINTS |= {f"{t}_table" for t in ("targets", "ensemble", "speed", "probe", "memory", "scan")}
-PRINTS |= {"cuts_table"}
+PRINTS |= {"cuts_table", "lstm1997_table"}
 
 
 def test_library_code_logs_instead_of_printing():
