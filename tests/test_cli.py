@@ -217,6 +217,9 @@ def test_sizes_that_cannot_run_are_refused_before_anything_is_written(tmp_path, 
         (["model.input_bias=[]"], "error: model.input_bias=[] is invalid"),
         (["+train.optimizer.betas=abc"], "error: train.optimizer.betas='abc' is invalid"),
         (["model=lru", "model.options.r_min=abc"], "error: model.options.r_min='abc' is invalid"),
+        (["model=gru", "model.cut=cell"], "error: model.cut='cell' is not a path of cell=gru:"
+         " allowed linear, hidden"),
+        (["model.cut=linear", "model.cut_prob=2"], "error: model.cut_prob=2 is invalid"),
     ],
 )  # fmt: skip
 def test_every_bad_value_names_its_key(tmp_path, overrides, line):
