@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
 from pathlib import Path
 
 import torch
@@ -11,6 +13,7 @@ from study.rundir import CHECKPOINT, atomic_write, write_tables
 from study.train import Records
 
 log = logging.getLogger(__name__)
+FULL = 1 << 20  # bytes free below which a failed checkpoint write is a full disk
 
 
 class CheckpointFile:
@@ -45,8 +48,18 @@ class CheckpointFile:
         """Save the state, and flush the run's tables so far beside it: a running run's partial
         learning curves and gradient flow can be read while it trains."""
         plain = {**state, "records": state["records"].to_plain()}
-        atomic_write(self.path, lambda p: torch.save(plain, p))
+        atomic_write(self.path, lambda p: self._write(plain, p))
         write_tables(self.path.parent, state["records"].tables())
+
+    def _write(self, plain: dict, tmp: Path) -> None:
+        try:
+            torch.save(plain, tmp)
+        except RuntimeError as e:
+            # torch's zip writer reports a full disk as "[enforce fail at inline_container.cc]
+            # ... unexpected pos": say what it is, as the other writes do (rundir.is_disk_error)
+            if shutil.disk_usage(tmp.parent).free < FULL:
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.path)) from e
+            raise
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

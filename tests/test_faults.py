@@ -614,3 +614,24 @@ def test_a_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch):
     monkeypatch.setenv("STUDY_CACHE", str(blocker))  # a file where a folder should be
     expected = load_table(out / "default", "metrics", cache=False)
     pd.testing.assert_frame_equal(load_table(out / "default", "metrics"), expected)
+
+
+def test_a_checkpoint_on_a_full_disk_says_no_space_left(tmp_path, monkeypatch):
+    """torch.save's own message on a full disk is "[enforce fail at inline_container.cc:672] .
+    unexpected pos"; the checkpoint names the file and the cause, as every other write does."""
+    import errno
+    import shutil
+
+    from study import checkpoint
+    from study.train import Records
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 128 vs 0")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100, 100, 0))
+    store = checkpoint.CheckpointFile(tmp_path)
+    with pytest.raises(OSError) as e:
+        store.save({"next_step": 1, "records": Records()})
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(store.path)
+    assert rundir.is_disk_error(e.value)
