@@ -12,7 +12,15 @@ from pathlib import Path
 import pandas as pd
 
 from study import rundir
-from study.results import STATUSES, TABLES, experiments_or_exit, load_runs, load_table, status_table
+from study.results import (
+    STATUSES,
+    TABLES,
+    experiments_or_exit,
+    load_runs,
+    load_table,
+    status_table,
+    writable_or_exit,
+)
 
 
 def collect(folder: Path, out: Path) -> None:
@@ -48,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     found = experiments_or_exit(parser, args.results)
+    if args.out is not None:
+        writable_or_exit(parser, args.out)
     for name, folder in found.items():
         print(f"== {name} ({folder})")
         out = args.out / name if args.out and len(found) > 1 else args.out

@@ -24,7 +24,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from study import plots, plots_causal, plots_dynamics, plots_learning
-from study.results import experiments, experiments_or_exit, load_runs, load_table
+from study.results import (
+    experiments,
+    experiments_or_exit,
+    load_runs,
+    load_table,
+    writable_or_exit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     matplotlib.use("Agg")  # files only: no display needed
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     experiments_or_exit(parser, args.results)
-    render_all(args.results, args.out or args.results / "figures")
+    render_all(args.results, writable_or_exit(parser, args.out or args.results / "figures"))
 
 
 if __name__ == "__main__":

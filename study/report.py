@@ -33,6 +33,7 @@ from study.results import (
     load_runs,
     load_table,
     status_table,
+    writable_or_exit,
 )
 
 log = logging.getLogger(__name__)
@@ -274,6 +275,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(
             f"--out {out} is a folder: give the page's file name, e.g. {out / 'report.html'}"
         )
+    writable_or_exit(parser, out.parent)  # checked before the page is built
     rundir.write_text(out, build(args.results))
     print(f"wrote {out}")
 

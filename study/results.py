@@ -59,6 +59,20 @@ def experiments_or_exit(parser, path) -> dict[str, Path]:
     return found
 
 
+def writable_or_exit(parser, folder: Path) -> Path:
+    """A folder a command-line tool writes into, created if need be: argparse's one-line error
+    (exit 2) when it is a file or cannot be written, before anything is computed."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".study-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        parser.error(f"--out {folder}: not a writable folder ({e.strerror})")
+    return folder
+
+
 def load_runs(root: Path, finished_only: bool = True) -> pd.DataFrame:
     """One row per run: run.json fields, plus the resolved config flattened into `cfg.*` columns;
     `config` is the run id without its seed (the configuration the seeds replicate). `status` is

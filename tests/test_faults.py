@@ -635,3 +635,15 @@ def test_a_checkpoint_on_a_full_disk_says_no_space_left(tmp_path, monkeypatch):
         store.save({"next_step": 1, "records": Records()})
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(store.path)
     assert rundir.is_disk_error(e.value)
+
+
+@pytest.mark.parametrize("module", ["study.figures", "study.collect", "study.report"])
+def test_a_reader_with_an_out_it_cannot_write_is_one_line(tmp_path, module):
+    out = tmp_path / "results"
+    study_run(*TINY, out=out, check=True)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    target = blocker / "report.html" if module == "study.report" else blocker
+    proc = study_run(out, "--out", target, module=module)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 2  # argparse's usage line and the error
