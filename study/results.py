@@ -27,6 +27,7 @@ from study import rundir
 
 TABLES = tuple(rundir.TABLES)
 log = logging.getLogger(__name__)
+_WARNED: set[tuple[str, str | None]] = set()  # the damaged runs already named in this process
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -86,7 +87,8 @@ def load_runs(root: Path, finished_only: bool = True) -> pd.DataFrame:
         info = rundir.read_run_json(d) or {}
         state = rundir.status(d)
         problem = rundir.damage(d) if state == "damaged" else None
-        if state == "damaged":
+        if state == "damaged" and (str(d), problem) not in _WARNED:  # once per process
+            _WARNED.add((str(d), problem))
             log.warning("damaged run %s: %s (rerun its sweep to retrain it)", d, problem)
         if finished_only and state not in rundir.FINISHED:
             continue

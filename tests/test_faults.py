@@ -647,3 +647,14 @@ def test_a_reader_with_an_out_it_cannot_write_is_one_line(tmp_path, module):
     proc = study_run(out, "--out", target, module=module)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) <= 2  # argparse's usage line and the error
+
+
+def test_a_damaged_run_is_named_once_per_command(tmp_path):
+    out = tmp_path / "results"
+    study_run("-m", "model=rnn,gru", *TINY, out=out, check=True)
+    run = sorted(p.parent for p in out.rglob(rundir.RUN_JSON))[0]
+    (run / "metrics.parquet").write_bytes(b"damaged")
+    proc = study_run(out, "--out", tmp_path / "figs", module="study.figures")
+    assert proc.returncode == 0, proc.stderr
+    named = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "damaged run" in ln]
+    assert len(named) == 1 and str(run) in named[0]
