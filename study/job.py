@@ -270,10 +270,7 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
     try:
         todo_jobs = {s: jobs[s] for s in todo}
         statuses = _train(cfg, experiment, overrides, todo_jobs, outs) if todo else []
-    except KeyboardInterrupt:
-        log.info("interrupted %s: rerun the same command to resume", experiment)
-        raise
-    finally:
+    finally:  # also on Ctrl-C, which the entry point reports in one line (study/run.py)
         for lock in locks.values():
             lock.release()
     if elsewhere:

@@ -385,6 +385,7 @@ def test_ctrl_c_is_one_line_and_the_rerun_resumes(tmp_path, sweep, start):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == "interrupted: rerun the same command to resume"
+    assert err.count("interrupted") == 1  # said once
     if sweep:
         assert "sweep of 2 runs: 0 completed" in err and "1 unfinished" in err
     run = the_run(tmp_path)
