@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -143,6 +144,12 @@ def with_suggestion(message: str, overrides: list[str] | None = None) -> str:
 
 
 def check_launcher(cfg: DictConfig) -> None:
+    target = str(OmegaConf.select(cfg, "hydra.launcher._target_", default=""))
+    if target.endswith("SlurmLauncher") and shutil.which("srun") is None:
+        raise ConfigError(
+            "hydra/launcher=slurm needs SLURM's srun, which is not on PATH: run it on the"
+            " cluster, or use hydra/launcher=joblib here"
+        )
     n_jobs = OmegaConf.select(cfg, "hydra.launcher.n_jobs", default=None)
     bad = not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0
     if n_jobs is not None and bad:

@@ -1,6 +1,7 @@
 """The real command, run in a subprocess with tiny budgets."""
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -226,3 +227,13 @@ def test_every_bad_value_names_its_key(tmp_path, overrides, line):
     proc = run_cli(*overrides, "train.steps=0", out=tmp_path / "out", check=False)
     assert proc.returncode != 0 and proc.stderr.startswith(line)
     assert "\n" not in proc.stderr.strip() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(shutil.which("srun") is not None, reason="this machine has SLURM")
+def test_slurm_without_srun_is_one_line(tmp_path):
+    proc = run_cli("-m", "hydra/launcher=slurm", "train.steps=0", out=tmp_path / "o", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        "error: hydra/launcher=slurm needs SLURM's srun, which is not on PATH: run it on the"
+        " cluster, or use hydra/launcher=joblib here"
+    )
