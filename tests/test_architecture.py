@@ -9,9 +9,10 @@ import pytest
 from tests.conftest import ROOT
 
 READERS = ["study.rundir", "study.results", "study.collect", "study.analysis", "study.figures"]
-READERS += ["study.plots", "study.sweep"]
+READERS += ["study.plots", "study.sweep", "study.causal", "study.plots_causal"]
 TRAINING = ["study.cells", "study.model", "study.fast", "study.ensemble", "study.train"]
-TRAINING += ["study.probes", "study.jacobians", "study.snr", "study.tasks.adding"]
+TRAINING += ["study.probes", "study.jacobians", "study.snr", "study.tasks.adding", "study.cut"]
+TRAINING += ["study.checkpoint"]
 
 
 def loaded(module: str) -> set[str]:
