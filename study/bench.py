@@ -27,6 +27,7 @@ from study import allocator
 from study.ensemble import Ensemble, Single
 from study.model import build_model, count_params, matched_hidden_size
 from study.probes import ProbeSettings, run_probes
+from study.results import writable_or_exit
 from study.tasks.adding import Adding
 from study.train import TrainSettings, train, train_step
 
@@ -446,14 +447,7 @@ def main(argv=None) -> None:
         )
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device (use cpu)")
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".study-bench-write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        parser.error(f"--out {out}: not a writable folder ({e.strerror})")
+    out = writable_or_exit(parser, Path(args.out))
     allocator.configure(1)
     tag = "" if args.device == "cpu" else f"_{args.device}"
 
