@@ -1,7 +1,7 @@
 """The study's numbers in the docs cannot drift from the committed runs: docs/numbers/NAME.txt is
-the output of `study-learning results/reference/NAME` (what docs/study.md and the README quote),
-recomputed here from the committed run directories and compared line by line; the README's
-causal table is parsed and its k/n compared with the arms table recomputed the same way."""
+the output of `study-learning results/reference/NAME` (what docs/study.md, the guide and the
+README quote), recomputed here from the committed run directories and compared line by line;
+the causal table of docs/guide.md is parsed and its k/n compared with the arms table."""
 
 import contextlib
 import io
@@ -31,7 +31,7 @@ def test_the_committed_numbers_are_what_the_committed_runs_give(path):
     assert summary_text(path.stem) == body, f"the runs changed; regenerate: {command}"
 
 
-def test_the_readmes_causal_table_matches_the_committed_runs():
+def test_the_guides_causal_table_matches_the_committed_runs():
     from study.causal import arms_table
     from study.results import load_runs, load_table
 
@@ -40,7 +40,7 @@ def test_the_readmes_causal_table_matches_the_committed_runs():
     tables = {n: load_table(folder, n, runs) for n in ("metrics", "evidence", "grad_flow")}
     table = arms_table(runs, tables["metrics"], tables["evidence"], tables["grad_flow"])
     counts = {(r.model, int(r.T), r.arm): f"{r.k}/{r.n}" for r in table.itertuples()}
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "guide.md").read_text()
     block = readme.split("<!-- causal table: tests/test_docs_numbers.py -->")[1].split("\n\n")[0]
     rows = [line for line in block.splitlines() if line.startswith("| ") and "---" not in line]
     header = [c.strip() for c in rows[0].strip("|").split("|")]
