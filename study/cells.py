@@ -100,6 +100,14 @@ class Cell(nn.Module):
         of a step; the closed forms of the classic cells cost about one)."""
         return None
 
+    def exact_exponents(self) -> Tensor | None:
+        """The Lyapunov exponents, (S,) in any order, where the state Jacobian is one constant
+        matrix A at every step: then they are exactly log|eigenvalues of A| (-inf for a zero
+        eigenvalue), and study/jacobians.py uses them instead of its QR estimate, whose start-up
+        bias is largest exactly where the exponents crowd near zero. None: a state-dependent
+        Jacobian, estimated."""
+        return None
+
     def n_params(self) -> int:
         """Parameters the recurrence actually uses (what `match_params` counts)."""
         return sum(p.numel() for p in self.parameters())

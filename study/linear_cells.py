@@ -278,6 +278,15 @@ class LRUCell(Cell):
         return "s", inject, carry
 
     @torch.no_grad()
+    def exact_exponents(self) -> Tensor:
+        """A = d[h, s]_t / d[h, s]_{t-1} = [[0, C Lambda], [0, Lambda]] at every step: its
+        eigenvalues are lambda_j and conj(lambda_j) (the [Re; Im] pair) and 0 for h, which reads
+        s_t and forgets h_{t-1}."""
+        lam_re, lam_im, _ = self.eigenvalues()
+        log_modulus = 0.5 * torch.log(lam_re**2 + lam_im**2)
+        return torch.cat([log_modulus.new_full((self.hidden_size,), -math.inf), log_modulus.repeat(2)])
+
+    @torch.no_grad()
     def recurrent_spectra(self) -> dict[str, dict[str, float]]:
         """Lambda is diagonal (normal): its largest singular value is its spectral radius."""
         lam_re, lam_im, _ = self.eigenvalues()
