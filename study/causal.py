@@ -80,24 +80,11 @@ def arms_table(runs, metrics, evidence, flow) -> pd.DataFrame:
     return _against_uncut(table)
 
 
-THRESHOLDS = (
-    0.05,
-    0.10,
-)  # besides the task's criterion (1 % of the baseline for the adding problem)
-
-
 def threshold_tables(runs, metrics) -> dict[str, pd.DataFrame]:
-    """The success table at the task's criterion and at THRESHOLDS: a run counts at fraction q
-    when an evaluation put its loss below q x the baseline (a run that solved counts at every q,
-    having passed them on its way). {"criterion": ..., "5 %": ..., "10 %": ...}, each with
-    k, n, the Wilson interval and the comparison with the uncut arm."""
-    r = with_arms(runs)
-    out = {"criterion": _against_uncut(learning.success_rates(r, BY))}
-    for q in THRESHOLDS:
-        below = learning.learn_times(metrics, r, q).steps_to_learn.notna()
-        reached = r.assign(solved=below.to_numpy())
-        out[f"{q:.0%}"] = _against_uncut(learning.success_rates(reached, BY))
-    return out
+    """The success table at the task's criterion and at learning.THRESHOLDS, each with the
+    comparison with the uncut arm: {"criterion": ..., "5 %": ..., "10 %": ...}."""
+    tables = learning.success_by_threshold(with_arms(runs), metrics, BY)
+    return {name: _against_uncut(table) for name, table in tables.items()}
 
 
 def _against_uncut(table: pd.DataFrame) -> pd.DataFrame:

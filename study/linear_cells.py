@@ -284,7 +284,8 @@ class LRUCell(Cell):
         s_t and forgets h_{t-1}."""
         lam_re, lam_im, _ = self.eigenvalues()
         log_modulus = 0.5 * torch.log(lam_re**2 + lam_im**2)
-        return torch.cat([log_modulus.new_full((self.hidden_size,), -math.inf), log_modulus.repeat(2)])
+        h = log_modulus.new_full((self.hidden_size,), -math.inf)
+        return torch.cat([h, log_modulus.repeat(2)])
 
     @torch.no_grad()
     def recurrent_spectra(self) -> dict[str, dict[str, float]]:

@@ -97,6 +97,37 @@ def test_sequences_to_learn_is_the_first_evaluation_below_a_tenth_of_the_baselin
         assert math.isnan(value) if sequences is None else value == sequences, path
 
 
+def test_success_at_each_threshold_counts_the_runs_whose_minimum_got_below_it():
+    """A run counts at q when its lowest evaluation loss is below q x its baseline (counted here
+    with plain min() per run, in shuffled run order), at the criterion when it solved; the side
+    by side table writes each as k/n [Wilson interval]."""
+    from study.analysis import wilson
+    from study.learning import success_by_threshold, threshold_table
+
+    rng = np.random.default_rng(3)
+    rows, runs = [], []
+    for i in range(30):
+        path, base = f"r{i}", 1 / 6
+        curve = base * np.exp(rng.uniform(-4, 0.2, 12))
+        rows += [{"path": path, "step": 100 * j, "name": "eval_loss", "value": v}
+                 for j, v in enumerate(curve)]  # fmt: skip
+        runs.append({"path": path, "model": "AB"[i % 2], "T": 50, "baseline": base,
+                     "cfg.train.batch_size": 8, "solved": bool(curve.min() < 0.01 * base),
+                     "low": curve.min() / base})  # fmt: skip
+    runs = pd.DataFrame(runs).sample(frac=1, random_state=1)
+    tables = success_by_threshold(runs, pd.DataFrame(rows))
+    assert list(tables) == ["criterion", "5%", "10%"]
+    for name, q in (("criterion", 0.01), ("5%", 0.05), ("10%", 0.10)):
+        for model in "AB":
+            mine = runs[runs.model == model]
+            k, n = int((mine.low < q).sum()), len(mine)
+            row = tables[name].set_index("model").loc[model]
+            assert (row.k, row.n) == (k, n), (name, model)
+            lo, hi = wilson(k, n)
+            text = threshold_table(tables).set_index("model").loc[model, name]
+            assert text == f"{k}/{n} [{lo:.2f}, {hi:.2f}]"
+
+
 def _wilson_by_inversion(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson interval from its definition: the p whose score statistic
     |k/n - p| / sqrt(p (1 - p) / n) equals z, found by bisection on either side of k/n."""
