@@ -10,6 +10,7 @@ No backend is chosen here: a notebook draws inline, the command-line tools choos
 
 from __future__ import annotations
 
+import matplotlib.colors as mcolors
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -31,6 +32,28 @@ def cells(values) -> list[str]:
 
 def color(cell: str):
     return PALETTE.get(cell, "0.35")  # a cell from outside the repository: grey
+
+
+def model_colors(models: pd.DataFrame) -> dict:
+    """{model label: colour} for a table with `model` and `cell` columns: every model in its
+    cell's colour (the same in every figure); several models of one cell (the LSTM's
+    initialisations) spread from a lighter to a darker shade of it, so the cell stays
+    recognisable and its variants apart."""
+    out = {}
+    for cell, g in models.drop_duplicates("model").groupby("cell", sort=False):
+        base = np.asarray(mcolors.to_rgb(color(cell)))
+        variants = sorted(g.model)
+        for t, model in zip(
+            np.linspace(-0.45, 0.45, len(variants)) * (len(variants) > 1), variants
+        ):
+            towards = np.ones(3) if t < 0 else np.zeros(3)  # white for t < 0, black for t > 0
+            out[model] = tuple(base + abs(t) * (towards - base))
+    return out
+
+
+def seed_style(seed) -> str:
+    """The line style of a seed, where a figure draws seeds in their cell's colour."""
+    return ["-", "--", ":", "-."][int(seed) % 4]
 
 
 def name(cell: str) -> str:
@@ -84,10 +107,7 @@ def init_flow(flow: pd.DataFrame, runs: pd.DataFrame, weights: pd.DataFrame | No
     f = _with_labels(flow[(flow.step == 0) & (flow.stat == "median")], runs)
     f = f[f.quantity == "grad_norm"].merge(runs[["path", "cell"]].rename(columns={"cell": "c"}))
     mean = f.groupby(["model", "c", "state", "lag"], as_index=False)["value"].mean()
-    order = sorted(mean.model.unique())
-    palette = dict(
-        zip(order, sns.color_palette("tab10" if len(order) <= 10 else "tab20", len(order)))
-    )
+    palette = model_colors(mean.rename(columns={"c": "cell"}))
     panels = [("classic", mean[~mean.c.isin(LINEAR)]), ("linear", mean[mean.c.isin(LINEAR)])]
     panels = [(name, d) for name, d in panels if len(d)]
     fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 4.8), squeeze=False)
@@ -127,13 +147,28 @@ def init_flow(flow: pd.DataFrame, runs: pd.DataFrame, weights: pd.DataFrame | No
     return fig
 
 
+def _order_key(value):
+    """Settings in numeric order where they are numbers (-2 before -1; a text sort puts -1
+    first), others after them as text."""
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
+def _factor(p: float) -> str:
+    """A per-step factor with the digits that tell it from 1 (0.996 and 0.999, not 1.00)."""
+    return f"{p:.2f}" if abs(1 - p) >= 0.01 else f"{p:.4f}".rstrip("0")
+
+
 def init_heatmap(flow: pd.DataFrame, runs: pd.DataFrame, setting: str, title: str, ylabel=None):
     """Heat map of log10(‖∂ℓ/∂h_{T-1-k}‖ / ‖∂ℓ/∂h_{T-1}‖) at initialisation over (setting x lag),
     with the per-step decay factor in the y labels; `setting` is a cfg column."""
     f = _grad(flow[flow.step == 0]).merge(runs[["path", setting]], on="path")
     last = f[f.lag == 0].set_index("path").value
     f = f.assign(rel=np.log10(f.value / f.path.map(last)))
-    grid = f.groupby([setting, "lag"]).rel.mean().unstack("lag").sort_index()
+    grid = f.groupby([setting, "lag"]).rel.mean().unstack("lag")
+    grid = grid.iloc[sorted(range(len(grid)), key=lambda i: _order_key(grid.index[i]))]
     T = grid.shape[1]
     decay = decay_ratio(flow).merge(runs[["path", setting]], on="path")
     per_step = np.exp(np.log(decay.per_step).groupby(decay[setting]).mean())  # geometric mean
@@ -155,7 +190,7 @@ def init_heatmap(flow: pd.DataFrame, runs: pd.DataFrame, setting: str, title: st
     ax.collections[0].colorbar.set_ticks(ticks)
     name = lambda v: f"{v:g}" if isinstance(v, int | float) else str(v)  # noqa: E731
     ax.set_yticklabels(
-        [f"{name(v)}  (×{p:.2f}/step)" for v, p in zip(grid.index, per_step)], rotation=0
+        [f"{name(v)}  (×{_factor(p)}/step)" for v, p in zip(grid.index, per_step)], rotation=0
     )
     ax.set_xticks(np.arange(0, T, 10) + 0.5, [str(k) for k in range(0, T, 10)], rotation=0)
     ax.set_xlabel("lag k (steps)")
@@ -256,7 +291,7 @@ def flow_heatmaps(flow: pd.DataFrame, runs: pd.DataFrame):
             grid,
             ax=ax,
             cmap="magma",
-            vmin=-12,
+            vmin=max(-30.0, float(np.nanmin(grid.values))),  # from the data, at most 30 decades
             vmax=float(np.nanmax(grid.values)),
             cbar_kws={"label": "log10 " + GRAD},
         )
@@ -314,11 +349,11 @@ def training_dynamics(flow: pd.DataFrame, metrics: pd.DataFrame, runs: pd.DataFr
     gain = lstm[
         (lstm.quantity == "forget_product") & (lstm.position == 0) & (lstm.stat == "median")
     ]
-    colors = dict(zip(sorted(f.seed.unique()), sns.color_palette("tab10")))
-    for seed, g in f.groupby("seed"):
-        a.plot(g.step, g.value, color=colors[seed], label=f"LSTM seed {seed}")
+    for seed, g in f.groupby("seed"):  # the LSTM's colour, one line style per seed
+        style, label = seed_style(seed), f"LSTM seed {seed}"
+        a.plot(g.step, g.value, style, color=color("lstm"), label=label)
         p = gain[gain.seed == seed]
-        b.plot(p.step, p.value, color=colors[seed], label=f"LSTM seed {seed}")
+        b.plot(p.step, p.value, style, color=color("lstm"), label=label)
     a.set_ylim(0, 1)
     a.set_ylabel("mean forget gate f (over units, positions)")
     a.set_title("(a) LSTM forget gate", fontsize=10)
@@ -328,8 +363,9 @@ def training_dynamics(flow: pd.DataFrame, metrics: pd.DataFrame, runs: pd.DataFr
     h = metrics[(metrics.name == "effective_horizon") & metrics.path.isin(runs.path)]
     order = cells(h.cell)
     for (cell, seed), g in h.groupby(["cell", "seed"]):
-        style = ["-", "--", ":", "-."][int(seed) % 4]
-        c.plot(g.step, g.value, style, color=color(cell), label=f"{name(cell)} seed {seed}")
+        c.plot(
+            g.step, g.value, seed_style(seed), color=color(cell), label=f"{name(cell)} seed {seed}"
+        )
     c.set_ylabel("effective horizon (steps of lag)")
     c.set_title("(c) effective horizon: lags with ≥ 1e-3 of the last", fontsize=10)
     for ax in (a, b, c):

@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 
 from study import learning
-from study.plots import CELL_ORDER, describe
+from study.plots import CELL_ORDER, describe, model_colors
 
 
 def _models(runs: pd.DataFrame) -> tuple[list[str], dict]:
@@ -23,8 +23,7 @@ def _models(runs: pd.DataFrame) -> tuple[list[str], dict]:
     first = runs.groupby("model").cell.first()
     rank = {c: i for i, c in enumerate(CELL_ORDER)}
     order = sorted(first.index, key=lambda m: (rank.get(first[m], len(rank)), m))
-    palette = sns.color_palette("tab10" if len(order) <= 10 else "tab20", len(order))
-    return order, dict(zip(order, palette))
+    return order, model_colors(first.rename("cell").reset_index())
 
 
 def _lag_axis(ax, Ts) -> None:
@@ -46,27 +45,47 @@ AXES = {  # what success is plotted against: the column, the axis label, the tit
 
 
 def success(runs: pd.DataFrame, against: str = "T"):
-    """Fraction of seeds that solved the task (its own criterion) against T (or the learning
-    rate: against="lr"), one line per model, with 95 % Wilson intervals."""
+    """Seeds solved (the task's own criterion) per model and T (or learning rate:
+    against="lr"), as a grid: each cell reads k/n with its 95 % Wilson interval and is shaded by
+    the rate; a cell not run is blank. Rows are the models in the study's order, each labelled in
+    its cell's colour. A grid reads where overlapping error bars over nine models do not."""
     r = learning.with_model(runs)
     rates = learning.success_rates(r, by=("model", against))
     order, colors = _models(r)
-    fig, ax = plt.subplots(figsize=(8.5, 4.4), layout="constrained")
-    for i, model in enumerate(order):
-        g = rates[rates.model == model].sort_values(against)
-        x = g[against] * 1.035 ** (i - (len(order) - 1) / 2)  # spread the bars apart
-        err = [g.rate - g.lo, g.hi - g.rate]
-        ax.errorbar(x, g.rate, yerr=err, marker="o", capsize=3, color=colors[model], label=model)
     values = sorted(rates[against].unique())
-    ax.set_xscale("log")
-    ax.minorticks_off()
-    ax.set_xticks(values, [f"{v:g}" for v in values])
+    grid = rates.pivot(index="model", columns=against, values="rate").reindex(order)[values]
+    text = (
+        rates.assign(
+            text=rates.k.astype(str)
+            + "/"
+            + rates.n.astype(str)
+            + "\n["
+            + rates.lo.map("{:.2f}".format)
+            + ", "
+            + rates.hi.map("{:.2f}".format)
+            + "]"
+        )
+        .pivot(index="model", columns=against, values="text")
+        .reindex(order)[values]
+    )
+    fig, ax = plt.subplots(
+        figsize=(1.25 * len(values) + 3.5, 0.55 * len(order) + 1.6), layout="constrained"
+    )
+    sns.heatmap(grid, ax=ax, cmap="Greens", vmin=0, vmax=1, annot=text.fillna(""), fmt="",
+                annot_kws={"fontsize": 7}, linewidths=0.5, linecolor="white",
+                cbar_kws={"label": f"fraction of seeds solved (n = {_n(rates.n)})"})  # fmt: skip
+    ax.set_xticklabels([f"{v:g}" for v in values], rotation=0)
     ax.set_xlabel(AXES[against][0])
-    ax.set_ylim(-0.04, 1.04)
-    ax.set_ylabel(f"fraction of seeds solved (n = {_n(rates.n)}), 95 % Wilson CI")
+    ax.set_ylabel("")
+    for label in ax.get_yticklabels():
+        label.set_color(colors[label.get_text()])
+    ax.tick_params(axis="y", rotation=0)
     what = AXES[against][1]
-    ax.set_title(f"Success against {what} (the task's criterion)\n{describe(runs)}", fontsize=9)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(
+        f"Seeds solved against {what} (the task's criterion), k/n [95 % Wilson interval]\n"
+        f"{describe(runs)}",
+        fontsize=9,
+    )
     return fig
 
 
@@ -121,11 +140,12 @@ def reach(evidence: pd.DataFrame, flow: pd.DataFrame, metrics: pd.DataFrame, run
     order, colors = _models(learning.with_model(runs))
     for ax, step in zip(axes, steps):
         d, rho = learning.reach_vs_learning(evidence, flow, metrics, runs, step)
-        # a reach of 0 (float64 underflow at the longest lags) has no place on a log axis: it
-        # is drawn at a floor below the smallest positive one, and said so
+        # a reach below REACH_FLOOR (down to 0: float64 underflow at the longest lags) would
+        # stretch the axis over a hundred decades: it is drawn at the floor, and said so; the
+        # ranks (and rho) use the values themselves
         positive = d.reach[d.reach > 0]
-        floor = positive.min() / 1e3 if len(positive) else 1e-300
-        x = d.reach.where(d.reach > 0, floor)
+        floor = max(REACH_FLOOR, positive.min() / 10) if len(positive) else REACH_FLOOR
+        x = d.reach.clip(lower=floor)
         for model in order:
             g = d[d.model == model]
             y = g.sequences_to_solve.fillna(unsolved_y)
@@ -133,9 +153,11 @@ def reach(evidence: pd.DataFrame, flow: pd.DataFrame, metrics: pd.DataFrame, run
             xs = x[g.index]
             ax.scatter(xs[solved], y[solved], s=14, color=colors[model], label=model)
             ax.scatter(xs[~solved], y[~solved], s=14, color=colors[model], marker="x")
-        if (zeros := int((d.reach == 0).sum())) > 0:
+        if (below := int((d.reach < floor).sum())) > 0:
+            zeros = int((d.reach == 0).sum())
             ax.axvline(floor, color="0.6", lw=0.8, ls=":")
-            ax.text(floor, 0.02, f" {zeros} run(s) with reach 0\n (below float64's range)",
+            ax.text(floor, 0.02, f" {below} run(s) below {floor:.0e} drawn here\n"
+                    f" ({zeros} of them 0: below float64's range)",
                     fontsize=7, transform=ax.get_xaxis_transform())  # fmt: skip
         ax.axhline(budget, color="0.3", ls="--", lw=1)
         band = ax.get_yaxis_transform()  # x in axes coordinates, y in data
@@ -152,9 +174,12 @@ def reach(evidence: pd.DataFrame, flow: pd.DataFrame, metrics: pd.DataFrame, run
         ax.set_title(f"{when}: Spearman {stat}", fontsize=9)
     axes[0].set_ylabel("training sequences to solve")
     axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.suptitle(f"A network learns the lags its gradient reaches\n{describe(runs)}", fontsize=10)
+    fig.suptitle("Gradient reach against sequences to solve, pooled over models (it says which"
+                 f" cell a run is, not why it learns)\n{describe(runs)}", fontsize=10)  # fmt: skip
     return fig
 
+
+REACH_FLOOR = 1e-40  # the reach axis ends here; smaller reaches are drawn at it
 
 TOP = 10.0  # learning curves: a loss above this x the baseline (a near-divergence) is drawn here
 
@@ -176,23 +201,30 @@ def curves(metrics: pd.DataFrame, runs: pd.DataFrame, last: float = 0.5):
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.7 * rows + 0.6), sharex=True,
                              sharey=True, squeeze=False, layout="constrained")  # fmt: skip
     budget = _budget(runs)
+    spans_decades = m.rel.clip(upper=TOP).min() < 0.1  # else a linear axis (copy: 0.75-1)
+    top = TOP if spans_decades else 1.5  # a loss above `top` x the baseline is drawn at it
     for ax, model in zip(axes.flat, order):
         for (_, T), g in m[m.model == model].groupby(["path", "T"]):
-            ax.plot(g.sequences, g.rel.clip(upper=TOP), color=tcolor[T], lw=0.7, alpha=0.8)
+            ax.plot(g.sequences, g.rel.clip(upper=top), color=tcolor[T], lw=0.7, alpha=0.8)
         ax.axvspan((1 - last) * budget, budget, color="0.92", zorder=0)
         ax.axhline(1, color="0.3", ls="--", lw=0.8)
         ax.axhline(0.01, color="0.3", ls=":", lw=0.8)
         ax.set_title(model, fontsize=9)
-        ax.set_yscale("log")
-        ax.set_ylim(top=TOP * 1.5)
+        if spans_decades:
+            ax.set_yscale("log")
+            ax.set_ylim(top=top * 1.5)
+        else:
+            ax.set_ylim(0, top * 1.05)
     for ax in axes.flat[len(order) :]:
         ax.set_visible(False)
-    for ax in axes[-1]:
-        ax.set_xlabel("training sequences")
+    for i, ax in enumerate(axes.flat[: len(order)]):
+        if i + cols >= len(order):  # no visible panel below: this one carries the x axis
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.set_xlabel("training sequences")
     for ax in axes[:, 0]:
         ax.set_ylabel("eval loss / baseline")
     handles = [plt.Line2D([], [], color=tcolor[T], label=f"T = {T}") for T in Ts]
     fig.legend(handles=handles, loc="outside right center", fontsize=8)
-    notes = f"dashed: the baseline; dotted: 1 % of it; shaded: the last half; above {TOP:g}: at it"
+    notes = f"dashed: the baseline; dotted: 1 % of it; shaded: the last half; above {top:g}: at it"
     fig.suptitle(f"Every run's learning curve\n{describe(runs)}\n{notes}", fontsize=9)
     return fig

@@ -111,3 +111,50 @@ def test_every_reader_takes_an_out_dir_an_experiment_or_a_folder_above(smoke, tm
 def test_a_reader_given_a_folder_without_runs_says_so(tmp_path):
     proc = study_run(tmp_path, module="study.figures")
     assert proc.returncode != 0 and "holds no runs" in proc.stderr
+
+
+def test_every_model_is_drawn_in_its_cells_colour_in_every_figure(tiny_study):
+    """The fixed colours: a model alone in its cell gets the cell's colour exactly; variants of
+    one cell are shades of it (the same hue); the learning study's success grid labels each
+    row in its model's colour; a seed never picks a colour of its own (fig3c's LSTM seeds)."""
+    import colorsys
+
+    import matplotlib.colors as mcolors
+
+    from study.plots import color, model_colors
+
+    models = pd.DataFrame({"model": ["RNN", "LSTM a", "LSTM b", "LSTM c", "GRU"],
+                           "cell": ["rnn", "lstm", "lstm", "lstm", "gru"]})  # fmt: skip
+    colors = model_colors(models)
+    assert colors["RNN"] == tuple(mcolors.to_rgb(color("rnn")))
+    assert colors["GRU"] == tuple(mcolors.to_rgb(color("gru")))
+    hue = lambda c: colorsys.rgb_to_hsv(*c)[0]  # noqa: E731
+    lstm = [colors[f"LSTM {v}"] for v in "abc"]
+    assert len(set(lstm)) == 3
+    assert all(abs(hue(c) - hue(mcolors.to_rgb(color("lstm")))) < 1e-6 for c in lstm)
+
+    fig = render("fig6a_success", tiny_study)
+    labels = fig.axes[0].get_yticklabels()
+    assert labels
+    for label in labels:
+        cell = {"RNN": "rnn", "GRU": "gru"}.get(label.get_text())
+        if cell:
+            assert mcolors.to_rgb(label.get_color()) == mcolors.to_rgb(color(cell))
+    plt.close(fig)
+    fig = render("fig3c_training_dynamics", tiny_study)
+    for line in fig.axes[0].get_lines():  # panel (a): LSTM seeds
+        assert mcolors.to_rgb(line.get_color()) == mcolors.to_rgb(color("lstm"))
+    plt.close(fig)
+
+
+def test_heatmap_rows_sort_as_numbers_and_factors_near_one_keep_their_digits():
+    from study.plots import _factor, _order_key
+
+    assert sorted(["-1", "-2", "0", "10", "2"], key=_order_key) == ["-2", "-1", "0", "2", "10"]
+    assert [_factor(p) for p in (0.25, 0.84, 0.9962, 0.9991, 1.03)] == [
+        "0.25",
+        "0.84",
+        "0.9962",
+        "0.9991",
+        "1.03",
+    ]
