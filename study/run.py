@@ -53,23 +53,50 @@ def _compose(overrides: list[str], hydra_config: bool = False) -> DictConfig:
         return compose(config_name="config", overrides=overrides, return_hydra_config=hydra_config)
 
 
+def expand_sweeps(lines: list[str]) -> tuple[list, list[list]]:
+    """Parse the command line's overrides and expand each sweep into its values, as Hydra's
+    sweeper would: glob() lists a config group's options, so it is expanded with the config
+    loader of this config (and any hydra.searchpath given). ([Override], [values per override])
+    or exit with one line for a malformed override or a glob that matches nothing."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        parser, parsed = OverridesParser.create(config_loader=loader), []
+        for line in lines:
+            try:
+                parsed += parser.parse_overrides([line])
+            except Exception as e:  # hydra's OverrideParseException, or a grammar error
+                first = one_line(e).split(" See https")[0]
+                sys.exit(f"error: malformed override {line!r}: {first}")
+        choices = []
+        for o in parsed:
+            try:
+                values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+            except Exception:  # interval(): only an optimising sweeper samples it
+                sys.exit(f"error: {o.input_line} cannot be enumerated by the basic sweeper (only"
+                         " an optimising sweeper samples interval()): give values as a,b,c,"
+                         " range() or choice()")  # fmt: skip
+            if not values and isinstance(o.value(), Glob):
+                found = ", ".join(loader.get_group_options(o.key_or_group)) or "none"
+                sys.exit(f"error: {o.input_line} matches no {o.key_or_group}: allowed {found}")
+            choices.append(values)
+    return parsed, choices
+
+
 def precheck(argv: list[str]) -> None:
     """Compose and build the config once per value of every sweep override (the others at their
     first value), so that each bad value is caught; then check the launcher, out_dir, and every
     existing run directory of the sweep against its config. Exit with one line on an error."""
     from hydra._internal.utils import get_args_parser
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Override
 
     args, _ = get_args_parser().parse_known_args(argv)
     if args.help or args.hydra_help or args.info or args.shell_completion or args.cfg:
         return
-    parser, parsed = OverridesParser.create(), []
-    for line in args.overrides:
-        try:
-            parsed += parser.parse_overrides([line])
-        except Exception as e:  # hydra's OverrideParseException, or a grammar error
-            sys.exit(f"error: malformed override {line!r}: {one_line(e).split(' See https')[0]}")
+    parsed, choices = expand_sweeps(args.overrides)
 
     def render(o: Override, value) -> str:
         return (
@@ -78,9 +105,6 @@ def precheck(argv: list[str]) -> None:
             else f"{o.get_key_element()}={o._get_value_element_as_str(value)}"
         )
 
-    choices = [
-        list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()] for o in parsed
-    ]
     base = [render(o, c[0]) for o, c in zip(parsed, choices)]
     variants = [base] + [
         base[:i] + [render(o, v)] + base[i + 1 :]
@@ -105,7 +129,14 @@ def precheck(argv: list[str]) -> None:
             sys.exit(f"error: {with_suggestion(one_line(e), overrides)}")
     try:
         if args.multirun:
-            check_sweep_identity(_compose(base, hydra_config=True), args.overrides)
+            # the sweeps as explicit lists (a glob expanded): sweep_jobs needs no config loader
+            explicit = [
+                o.input_line
+                if not o.is_sweep_override()
+                else f"{o.get_key_element()}=" + ",".join(o._get_value_element_as_str(v) for v in c)
+                for o, c in zip(parsed, choices)
+            ]
+            check_sweep_identity(_compose(base, hydra_config=True), explicit)
     except ConfigError as e:
         sys.exit(f"error: {e}")
 

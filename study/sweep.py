@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -33,7 +34,10 @@ def sweep_jobs(config: DictConfig, overrides: list[str] | None = None) -> list[l
     experiment's sweep params, then the command line's (default: the task overrides Hydra kept)."""
     params = config.hydra.sweeper.get("params") or {}
     overrides = list(config.hydra.overrides.task) if overrides is None else overrides
-    parsed = OverridesParser.create().parse_overrides(
+    loader = (
+        GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
+    )
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(  # glob() needs it
         [f"{k}={v}" for k, v in params.items()] + overrides
     )
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]

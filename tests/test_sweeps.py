@@ -221,3 +221,26 @@ def test_overlapping_ensembles_count_each_run_once(tmp_path):
     proc = study_run("-m", "seed=0,1", "ensemble=2", "task.length=5", *tiny, out=tmp_path)
     assert "sweep of 3 runs: 3 completed / 0 skipped" in proc.stderr.splitlines()[-1]
     assert len(list((tmp_path / "default").iterdir())) == 3
+
+
+def test_hydras_sweep_functions_run_through_the_real_command(tmp_path):
+    """glob() (which needs the config loader to list a group), range() and choice() expand to
+    the runs Hydra's basic sweeper makes, and the end-of-sweep summary counts them; a glob that
+    matches nothing and interval() (only an optimising sweeper samples it) get one line."""
+    out = tmp_path / "results"
+    ran = study_run("-m", *TINY, "model=glob(lstm_fb*)", "seed=range(0,2)", out=out, check=True)
+    runs = sorted(p.parent.name.split(",")[0] + "," + p.parent.name.split(",")[-1]
+                  for p in out.rglob("run.json"))  # fmt: skip
+    assert runs == [f"model=lstm_fb{b},seed={s}" for b in (1, 3) for s in (0, 1)]
+    assert "sweep of 4 runs: 4 completed" in ran.stdout + ran.stderr
+    again = study_run("-m", *TINY, "model=choice(lstm_fb1,lstm_fb3)", "seed=0", out=out)
+    assert "sweep of 2 runs: 0 completed / 2 skipped" in again.stdout + again.stderr
+    for bad, says in [
+        ("model=glob(nomatch*)", "matches no model: allowed gru"),
+        ("train.optimizer.lr=interval(0.001,0.01)", "cannot be enumerated by the basic sweeper"),
+    ]:
+        proc = study_run("-m", *TINY, bad, out=tmp_path / "bad")
+        assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
+            next(line for line in proc.stderr.splitlines() if says in line)
+        ], proc.stderr
+        assert not (tmp_path / "bad").exists()
