@@ -304,11 +304,12 @@ def render_all(root: Path, out: Path) -> dict[str, Path]:
         written[name] = path
         log.info("wrote  %s", path)
 
-    read = set()
+    read, absent = set(), []
     for name, (kind, wanted) in FIGURES.items():
         folder = find(name, found)
-        if folder is None:
-            log.info("skip   %s: none of %s under %s", name, ", ".join(wanted), root)
+        if folder is None:  # an experiment this results folder does not hold: one line at the end
+            absent.append(name)
+            log.debug("skip   %s: none of %s under %s", name, ", ".join(wanted), root)
             continue
         read.add(folder)
         fig, why = draw(kind, folder)
@@ -325,6 +326,8 @@ def render_all(root: Path, out: Path) -> dict[str, Path]:
                 log.info("skip   %s/%s: %s", experiment, kind, why)
                 continue
             save(fig, out / experiment / f"{kind}.png", f"{experiment}/{kind}")
+    needs = f"; {len(absent)} need experiments not under {root}" if absent else ""
+    log.info("%d figure(s) written to %s%s (study-figures --list: which)", len(written), out, needs)
     return written
 
 
@@ -332,10 +335,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="an out_dir, an experiment, or a folder above")
     parser.add_argument("--out", type=Path, help="where the PNGs go (default: RESULTS/figures)")
+    parser.add_argument(
+        "--list", action="store_true", help="list the study's figures and the experiments each "
+        "needs, marking those RESULTS holds; draw nothing"
+    )  # fmt: skip
     args = parser.parse_args(argv)
     matplotlib.use("Agg")  # files only: no display needed
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     experiments_or_exit(parser, args.results)
+    if args.list:
+        found = experiments(args.results)
+        for name, (_, wanted) in FIGURES.items():
+            have = "yes" if find(name, found) is not None else "no "
+            print(f"{have}  {name:32s} needs one of: {', '.join(wanted)}")
+        return
     render_all(args.results, writable_or_exit(parser, args.out or args.results / "figures"))
 
 

@@ -39,9 +39,12 @@ from study.results import (
 log = logging.getLogger(__name__)
 
 STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222;
+       padding: 0 .8em; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
-table { border-collapse: collapse; margin: .6em 0; font-size: .9em; }
+table { border-collapse: collapse; margin: .6em 0; font-size: .9em;
+        display: block; max-width: 100%; overflow-x: auto; }  /* wide tables scroll in place */
+.plotly-graph-div { max-width: 100%; } figure { margin: 1em 0; }
 th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 td:nth-child(2) { text-align: left; }
@@ -192,7 +195,9 @@ class Page:
         head = f"<title>{html.escape(self.title)}</title><style>{STYLE}</style>"
         body = f"<h1>{html.escape(self.title)}</h1><nav>{''.join(self.nav)}</nav>"
         return (
-            f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{head}</head>'
+            f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"{head}</head>"
             f"<body>{body}{''.join(self.parts)}</body></html>"
         )
 

@@ -83,6 +83,12 @@ def test_the_smoke_experiment_gets_its_figures(smoke, tmp_path):
     ]
     assert "skip   smoke/success_vs_lag: needs several lags T" in proc.stderr
     assert "skip   smoke/gradient_snr: no gradient SNR (probe.snr_batches)" in proc.stderr
+    # the study figures this folder cannot have: one summary line, not a line each
+    assert not any(line.startswith("skip   fig") for line in proc.stderr.splitlines())
+    needs = f"7 figure(s) written to {tmp_path}; {len(FIGURES)} need experiments not under"
+    assert needs in proc.stderr
+    listed = study_run(smoke, "--list", module="study.figures").stdout.splitlines()
+    assert len(listed) == len(FIGURES) and all(line.startswith("no ") for line in listed)
 
 
 @pytest.mark.parametrize("module", ["study.figures", "study.collect", "study.analysis"])

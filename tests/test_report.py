@@ -96,6 +96,33 @@ def test_the_report_renders_in_a_headless_browser(report, tmp_path):
     assert pixels.std() > 10 and (pixels < 128).mean() > 0.005  # not blank
 
 
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"
+)
+@pytest.mark.parametrize("width", [1280, 390])  # a desktop and a phone
+def test_the_report_reads_at_a_desktop_and_a_phone_width(report, width):
+    """Nothing overflows the window sideways: wide tables scroll inside their own box, figures
+    and interactive plots shrink to the page."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        page = browser.new_page(viewport={"width": width, "height": 800})
+        page.goto(report.as_uri())
+        page.wait_for_function(
+            "document.querySelectorAll('.plotly-graph-div .main-svg').length > 0"
+        )
+        page.wait_for_timeout(300)  # plotly's responsive relayout
+        scroll = page.evaluate("document.documentElement.scrollWidth")
+        inner = page.evaluate("window.innerWidth")
+        wide = page.eval_on_selector_all(
+            "body > *", "els => els.filter(e => e.getBoundingClientRect().right > "
+            "window.innerWidth + 1).map(e => e.tagName + '.' + e.className)"
+        )  # fmt: skip
+        browser.close()
+    assert scroll <= inner, wide
+
+
 XSS = "<img src=x onerror=window.__xss=1>"
 
 
