@@ -126,7 +126,7 @@ def check_top_level(cfg: DictConfig) -> None:
 
 KNOWN_TOP = {"model", "task", "train", "probe", "seed", "out_dir", "rerun", "threads", "device"}
 # hydra: present when composed with its own config
-KNOWN_TOP |= {"ensemble", "progress", "hydra", "experiment_dir"}
+KNOWN_TOP |= {"ensemble", "progress", "hydra", "experiment_dir", "logger"}
 
 
 def check_keys(cfg: DictConfig) -> None:
@@ -137,6 +137,8 @@ def check_keys(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} is an unknown key{suggest(key, KNOWN_TOP - {'hydra'})}")
     nodes = {"model": cfg.model, "task": cfg.task, "probe": cfg.probe}
     nodes["train.optimizer"] = cfg.train.optimizer
+    if cfg.get("logger") is not None:
+        nodes["logger"] = cfg.logger
     for prefix, node in nodes.items():
         target = node.get("_target_")
         if not isinstance(target, str):
@@ -275,7 +277,24 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
             lock.release()
     if elsewhere:
         statuses.append("running elsewhere")
+    track(cfg, experiment, [outs[s] for s in todo])
     return ",".join(dict.fromkeys(statuses)) or "skipped"
+
+
+def track(cfg: DictConfig, experiment: str, run_dirs: list[Path]) -> None:
+    """Hand each sealed run to the experiment tracker the config names (`logger=...`,
+    conf/logger/; none by default). A tracker that fails costs a warning, never the run."""
+    if cfg.get("logger") is None:
+        return
+    tracker = instantiate(cfg.logger)
+    for out in run_dirs:
+        if not rundir.is_finished(out):
+            continue
+        try:
+            where = tracker.log_run(out, experiment)
+            log.info("logged %s/%s to %s", experiment, out.name, where)
+        except Exception as e:  # an import error (tensorboard not installed), a full disk
+            log.warning("logger: %s/%s not logged: %s", experiment, out.name, one_line(e))
 
 
 def _train(cfg, experiment, overrides, jobs: dict, outs: dict) -> list[str]:

@@ -66,6 +66,7 @@ NOT_IDENTITY = (
     "train.ensemble",  # where `ensemble` was before: configs stored by earlier versions
     "train.checkpoint_every",
     "experiment_dir",
+    "logger",  # the tracker (logger=..., its keys logger.*) records a run; it computes nothing
 )
 MAX_RUN_ID = 200  # bytes; file systems allow 255 per name
 SWEEP_ENV = "STUDY_SWEEP"  # the sweep token (study/sweep.py) that run.json records
@@ -86,7 +87,7 @@ def run_id(overrides: list[str], seed: int) -> str:
     for item in overrides:
         key, _, value = item.partition("=")
         key = key.lstrip("+~")
-        if key in NOT_IDENTITY or key.startswith(("hydra.", "hydra/")):
+        if key in NOT_IDENTITY or key.startswith(("hydra.", "hydra/", "logger.")):
             continue
         parts[key] = value.replace("/", "_")
     name = ",".join(f"{k}={parts[k]}" for k in sorted(parts))
@@ -128,7 +129,11 @@ def identity(config: dict) -> dict:
     those set to null: a null key means "not set", as an absent one does (so adding a key with a
     null default to a YAML file leaves the runs computed before it valid)."""
     flat = pd.json_normalize(config, sep=".").iloc[0].to_dict() if config else {}
-    return {k: v for k, v in sorted(flat.items()) if k not in NOT_IDENTITY and v is not None}
+    return {
+        k: v
+        for k, v in sorted(flat.items())
+        if k not in NOT_IDENTITY and not k.startswith("logger.") and v is not None
+    }
 
 
 def identity_diff(old: dict, new: dict) -> list[str]:

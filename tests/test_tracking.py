@@ -1,0 +1,59 @@
+"""Experiment tracking (logger=tensorboard): the event files TensorBoard's own reader finds hold
+every scalar of each run's metrics.parquet at its step, the gradient reach at every probe, and
+the run's config as hyperparameters; the tracker changes no run's identity."""
+
+import pandas as pd
+import pytest
+
+from study.learning import gradient_reach
+from tests.conftest import study_run
+
+pytest.importorskip("tensorboard")
+TINY = ["task.length=6", "train.steps=4", "train.log_every=2", "train.eval_size=16"]
+TINY += ["model.hidden_size=4"]
+
+
+def _events(folder):
+    """({tag: [(step, value)]}, {hyperparameter: value}) read by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    scalars, hparams = {}, {}
+    for path in sorted(folder.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars[tag] = [(e.step, e.value) for e in acc.Scalars(tag)]
+        try:
+            content = acc.PluginTagToContent("hparams")
+        except KeyError:  # this file holds no hyperparameters
+            continue
+        for data in content.values():
+            info = plugin_data_pb2.HParamsPluginData.FromString(data)
+            if info.HasField("session_start_info"):
+                for key, value in info.session_start_info.hparams.items():
+                    hparams[key] = value.number_value if value.HasField("number_value") else (
+                        value.string_value)  # fmt: skip
+    return scalars, hparams
+
+
+def test_tensorboard_logs_each_runs_scalars_and_config_under_its_run_id(tmp_path):
+    out = tmp_path / "results"
+    study_run("-m", *TINY, "model=rnn,gru", "logger=tensorboard", out=out, check=True)
+    for cell in ("rnn", "gru"):
+        (run,) = (out / "default").glob(f"model={cell},*")  # the run id knows no logger
+        assert "logger" not in run.name
+        scalars, hparams = _events(out / "tensorboard" / "default" / run.name)
+        metrics = pd.read_parquet(run / "metrics.parquet").dropna(subset=["value"])
+        for name, g in metrics.groupby("name"):
+            got = scalars[f"metrics/{name}"]
+            assert [s for s, _ in got] == g.step.tolist()
+            assert [v for _, v in got] == pytest.approx(g.value.tolist(), rel=1e-6)
+        ev = pd.read_parquet(run / "evidence.parquet").assign(path=run.name)
+        flow = pd.read_parquet(run / "grad_flow.parquet").assign(path=run.name)
+        reach = gradient_reach(ev, flow, None, step=0).reach.iloc[0]
+        assert scalars["probe/reach_earliest_evidence"][0] == (0, pytest.approx(reach, rel=1e-6))
+        assert hparams["model.hidden_size"] == 4 and hparams["task.length"] == 6  # the config
+        assert hparams["seed"] == 0
+    again = study_run("-m", *TINY, "model=rnn,gru", out=out, check=True)  # same runs, no logger
+    assert "2 skipped" in again.stdout + again.stderr
