@@ -43,8 +43,21 @@ def collect(folder: Path, out: Path) -> None:
         + ", ".join(f"{int(counts[k])} {k}" for k in counts.index)
     )
     if "wall_time_s" in runs:  # a resumed run counts the time since its last resume
-        hours = runs.wall_time_s.sum() / 3600
-        print(f"run time: {hours:.2f} h summed over the {len(runs)} finished runs (W workers: /W)")
+        hours = process_seconds(runs) / 3600
+        print(f"run time: {hours:.2f} h summed over the {len(runs)} finished runs (an ensemble's"
+              " wall time shared by its members; W workers: /W)")  # fmt: skip
+
+
+def process_seconds(runs: pd.DataFrame) -> float:
+    """The process time the finished runs took: each run's wall time, an ensemble member's
+    being its share of the ensemble's (E members trained in one process record its wall time
+    each; summed plainly, an ensemble of 5 would count 5 times over)."""
+    total = 0.0
+    for path in runs.path:
+        info = rundir.read_run_json(Path(path)) or {}
+        members = len(info.get("ensemble_seeds") or [None])
+        total += float(info.get("wall_time_s") or 0.0) / members
+    return total
 
 
 def main(argv: list[str] | None = None) -> None:

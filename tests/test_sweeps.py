@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from study.model import build_model
@@ -244,3 +245,17 @@ def test_hydras_sweep_functions_run_through_the_real_command(tmp_path):
             next(line for line in proc.stderr.splitlines() if says in line)
         ], proc.stderr
         assert not (tmp_path / "bad").exists()
+
+
+def test_collect_counts_an_ensembles_wall_time_once(tmp_path):
+    """Each member of an ensemble records the ensemble's wall time; the run time study-collect
+    reports counts it once (each member its share), as the process actually ran."""
+    study_run("-m", "model=rnn", "seed=0", "ensemble=2", *TINY, out=tmp_path, check=True)
+    infos = [json.loads(p.read_text()) for p in (tmp_path / "default").glob("*/run.json")]
+    assert len(infos) == 2 and len({i["wall_time_s"] for i in infos}) == 1  # one shared time
+    from study.collect import process_seconds
+
+    runs = load_runs(tmp_path / "default")
+    assert process_seconds(runs) == pytest.approx(infos[0]["wall_time_s"])  # not twice over
+    out = study_run(tmp_path / "default", module="study.collect", check=True)
+    assert "h summed over the 2 finished runs (an ensemble's wall time shared" in out.stdout
