@@ -25,7 +25,7 @@ import plotly.io as pio
 
 from study import figures, rundir
 from study.analysis import decay_ratio
-from study.plots import describe, model_label, wilson
+from study.plots import describe, model_colors, model_label, wilson
 from study.results import (
     STATUSES,
     experiments,
@@ -133,25 +133,54 @@ def flow_plot(runs: pd.DataFrame, flow: pd.DataFrame) -> go.Figure:
     return fig
 
 
+MANY_RUNS = 40  # above this many runs, the learning curves are drawn per model and T, not per run
+
+
 def curves_plot(runs: pd.DataFrame, metrics: pd.DataFrame) -> go.Figure:
-    """Evaluation loss against training step, one line per run (hover: the run)."""
+    """Evaluation loss against training step in each model's colour (study/plots.py), one legend
+    entry per model and T: every run as its own line (hover: the run) for a small sweep; above
+    MANY_RUNS, the median over seeds with the band from the lowest to the highest. The y axis
+    spans the data below 10x the largest baseline, so one diverged run cannot flatten the rest
+    (its curve leaves the top of the plot)."""
+    labelled = runs.assign(model=runs.apply(model_label, axis=1))
     m = metrics[metrics.name == "eval_loss"].merge(
-        runs[["path", "cfg.task.length"]].assign(model=runs.apply(model_label, axis=1))
+        labelled[["path", "cfg.task.length", "model", "cell"]]
     )
+    colors = model_colors(labelled[["model", "cell"]])
+    several, per_run = m["cfg.task.length"].nunique() > 1, len(runs) <= MANY_RUNS
     fig = go.Figure()
-    for (model, T, seed), g in m.groupby(["model", "cfg.task.length", "seed"]):
-        fig.add_scatter(
-            x=g.step,
-            y=g.value,
-            name=f"{model}, T = {T}, seed {seed}",
-            mode="lines",
-            hovertemplate="step %{x}<br>eval loss %{y:.4g}<extra>%{fullData.name}</extra>",
-        )
+    for (model, T), g in m.groupby(["model", "cfg.task.length"]):
+        rgb = "rgb({:.0f},{:.0f},{:.0f})".format(*(255 * np.asarray(colors[model])))
+        group = f"{model}, T = {T}" if several else model
+        dash = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
+        line = {"color": rgb, "dash": dash[sorted(m["cfg.task.length"].unique()).index(T) % 6]}
+        if per_run:
+            for i, (seed, r) in enumerate(g.groupby("seed")):
+                fig.add_scatter(x=r.step, y=r.value, mode="lines", line=line, legendgroup=group,
+                                name=group, showlegend=i == 0,
+                                hovertemplate="step %{x}<br>eval loss %{y:.4g}<extra>"
+                                + html.escape(f"{group}, seed {seed}") + "</extra>")  # fmt: skip
+            continue
+        stats = g.groupby("step").value.agg(["median", "min", "max"])
+        band = dict(mode="lines", line={"width": 0}, legendgroup=group, showlegend=False)
+        fig.add_scatter(x=stats.index, y=stats["max"], hoverinfo="skip", **band)
+        fill = rgb.replace("rgb", "rgba").replace(")", ",0.15)")
+        fig.add_scatter(x=stats.index, y=stats["min"], fill="tonexty", hoverinfo="skip",
+                        fillcolor=fill, **band)  # fmt: skip
+        n = g.seed.nunique()
+        fig.add_scatter(x=stats.index, y=stats["median"], mode="lines", line=line,
+                        legendgroup=group, name=f"{group} (median of {n}, band: range)",
+                        hovertemplate="step %{x}<br>median eval loss %{y:.4g}<extra>"
+                        + html.escape(group) + "</extra>")  # fmt: skip
+    top = 10 * float(runs.baseline.max()) if "baseline" in runs else float(m.value.max())
+    shown = m.value[(m.value > 0) & (m.value <= top)]
+    low = float(shown.min()) if len(shown) else 1e-6
     fig.update_layout(
         title="Learning curves: " + describe(runs),
         xaxis_title="training step",
         yaxis_title="evaluation loss",
         yaxis_type="log",
+        yaxis_range=[np.log10(low) - 0.1, np.log10(top)],
         yaxis_exponentformat="power",
         height=460,
     )
@@ -216,10 +245,18 @@ point them at these results with the environment variable <code>STUDY_RESULTS</c
 Each run's tables are parquet files in its run directory (schemas in docs/results.md).</p>"""
 
 
+def in_study_order(found: dict) -> dict:
+    """The experiments in the order the study's figures read them (fig1 ... fig7, as
+    figures.FIGURES lists them), any other experiment after them by name."""
+    order = list(dict.fromkeys(e for _, wanted in figures.FIGURES.values() for e in wanted))
+    rank = {name: i for i, name in enumerate(order)}
+    return dict(sorted(found.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0])))
+
+
 def build(root: Path) -> str:
     """The page for every experiment at or below `root`."""
     page = Page(f"study report: {root}")
-    found = experiments(root)
+    found = in_study_order(experiments(root))
     statuses = {name: status_table(folder) for name, folder in found.items()}
     summary = pd.DataFrame(
         [

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from study.report import decay_table, success_table
@@ -153,3 +154,36 @@ def test_report_out_a_folder_is_one_line(tiny_study, tmp_path):
     proc = study_run(tiny_study / "init_ratio", "--out", tmp_path, module="study.report")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"--out {tmp_path} is a folder" in proc.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("seeds", [2, 30])  # 2 x 2 x 2 = 8 runs: per run; 120 runs: per group
+def test_learning_curves_have_one_legend_entry_per_model_and_T_in_its_cells_colour(seeds):
+    import matplotlib.colors as mcolors
+
+    from study.plots import color
+    from study.report import MANY_RUNS, curves_plot
+
+    rows, runs = [], []
+    for cell in ("rnn", "gru"):
+        for T in (10, 20):
+            for seed in range(seeds):
+                path = f"{cell}-{T}-{seed}"
+                runs.append({"path": path, "cell": cell, "cfg.model.cell": cell, "seed": seed,
+                             "cfg.task.length": T, "baseline": 1 / 6})  # fmt: skip
+                for step in (0, 10, 20):
+                    value = 1e6 if (cell, seed, step) == ("rnn", 0, 20) else 0.1 / (1 + step)
+                    rows.append({"path": path, "seed": seed, "step": step, "name": "eval_loss",
+                                 "value": value})  # fmt: skip
+    runs = pd.DataFrame(runs)
+    runs["steps"], runs["cfg.train.batch_size"], runs["hidden_size"] = 20, 4, 8
+    runs["cfg.model.recurrent_init"] = "default"
+    runs["task"], runs["config"] = "Adding", runs.cell + runs["cfg.task.length"].astype(str)
+    fig = curves_plot(runs, pd.DataFrame(rows))
+    legend = [t for t in fig.data if t.showlegend is not False]
+    assert len(legend) == 4  # (rnn, gru) x (T = 10, 20)
+    assert (len(runs) > MANY_RUNS) == all("median of" in t.name for t in legend)
+    for trace in legend:
+        cell = {"RNN": "rnn", "GRU": "gru"}[trace.name.split(",")[0]]
+        expected = tuple(round(255 * c) for c in mcolors.to_rgb(color(cell)))
+        assert trace.line.color == "rgb({},{},{})".format(*expected)
+    assert fig.layout.yaxis.range[1] == pytest.approx(np.log10(10 / 6))  # not the diverged 1e6
