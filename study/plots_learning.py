@@ -94,33 +94,38 @@ def _n(n: pd.Series) -> str:
 
 
 def solve_speed(metrics: pd.DataFrame, runs: pd.DataFrame):
-    """Sequences-to-solve against T (log-log), one line per model: the median over its solved
-    seeds with the quartiles as bars, every solved run as a dot, and the budget (dashed); thin
-    dotted lines: the median sequences until the loss first fell below 10 % of the baseline."""
+    """Two panels against T (log-log), one line per model: the sequences until a run first
+    learned (its loss below 10 % of the baseline) and until it solved (the criterion); each the
+    median over the seeds that got there with the quartiles as bars, every such run as a dot,
+    and the budget (dashed)."""
     r = learning.with_model(runs)
-    solve = learning.solve_times(metrics, r)
-    summary = learning.solve_summary(solve, r)
-    learn = learning.learn_summary(metrics, r)
-    runs_solved = r[["path", "model", "T"]].merge(solve, on="path").dropna()
     order, colors = _models(r)
-    fig, ax = plt.subplots(figsize=(8.5, 4.4), layout="constrained")
-    for i, model in enumerate(order):
-        shift = 1.035 ** (i - (len(order) - 1) / 2)
-        dots = runs_solved[runs_solved.model == model]
-        ax.scatter(dots["T"] * shift, dots.sequences_to_solve, s=8, color=colors[model], alpha=0.4)
-        g = summary[(summary.model == model) & (summary.solved > 0)].sort_values("T")
-        err = [g["median"] - g.q25, g.q75 - g["median"]]
-        ax.errorbar(g["T"] * shift, g["median"], yerr=err, marker="o", capsize=3,
-                    color=colors[model], label=model)  # fmt: skip
-        g = learn[(learn.model == model) & (learn.learned > 0)].sort_values("T")
-        ax.plot(g["T"] * shift, g["median"], ls=":", lw=1, marker=".", color=colors[model])
-    ax.axhline(_budget(runs), color="0.3", ls="--", lw=1, label="budget")
-    _lag_axis(ax, r["T"].unique())
-    ax.set_yscale("log")
-    ax.set_ylabel("training sequences (median, quartiles)")
-    title = "Sequences to solve (solid) and to learn, loss < 10 % of the baseline (dotted)"
-    ax.set_title(f"{title}, over the seeds that did\n{describe(runs)}", fontsize=9)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    panels = [
+        ("to learn: loss below 10 % of the baseline", learning.learn_times(metrics, r),
+         "sequences_to_learn", learning.learn_summary(metrics, r), "learned"),
+        ("to solve: the task's criterion", learning.solve_times(metrics, r),
+         "sequences_to_solve", None, "solved"),
+    ]  # fmt: skip
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), sharey=True, layout="constrained")
+    for ax, (title, times, column, summary, count) in zip(axes, panels):
+        if summary is None:
+            summary = learning.solve_summary(times, r)
+        dots = r[["path", "model", "T"]].merge(times, on="path").dropna(subset=[column])
+        for i, model in enumerate(order):
+            shift = 1.035 ** (i - (len(order) - 1) / 2)  # spread the models apart
+            d = dots[dots.model == model]
+            ax.scatter(d["T"] * shift, d[column], s=8, color=colors[model], alpha=0.4)
+            g = summary[(summary.model == model) & (summary[count] > 0)].sort_values("T")
+            err = [g["median"] - g.q25, g.q75 - g["median"]]
+            ax.errorbar(g["T"] * shift, g["median"], yerr=err, marker="o", capsize=3,
+                        color=colors[model], label=model)  # fmt: skip
+        ax.axhline(_budget(runs), color="0.3", ls="--", lw=1, label="budget")
+        _lag_axis(ax, r["T"].unique())
+        ax.set_yscale("log")
+        ax.set_title(f"Sequences {title}, over the seeds that did", fontsize=9)
+    axes[0].set_ylabel("training sequences (median, quartiles)")
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle(f"How fast each model learns and solves\n{describe(runs)}", fontsize=10)
     return fig
 
 
