@@ -253,6 +253,16 @@ def success_vs_lag(runs: pd.DataFrame, title: str = "Learning across lags", lear
     return fig
 
 
+def plain_log_ticks(axis) -> None:
+    """Log-axis tick labels as plain numbers (0.2, 0.5, 1), not 2 x 10^-1; within a decade
+    or two a log axis otherwise prints only such minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, title: str = "Learning curves"):
     """Evaluation loss against training step per cell, one panel per T, seeds as thin lines,
     the task's analytic memoryless baseline as a dashed line."""
@@ -260,21 +270,23 @@ def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, title: str = "Lea
         runs[["path", "cfg.task.length", "baseline"]], on="path"
     )
     Ts = sorted(m["cfg.task.length"].unique())
-    fig, axes = plt.subplots(1, len(Ts), figsize=(3.2 * len(Ts), 3.4), sharey=True, squeeze=False)
+    width = max(3.2 * len(Ts), 7.0)  # one T: wide enough for the title
+    fig, axes = plt.subplots(1, len(Ts), figsize=(width, 3.6), sharey=True, squeeze=False,
+                             layout="constrained")  # fmt: skip
     for ax, T in zip(axes[0], Ts):
         g = m[m["cfg.task.length"] == T]
         for (cell, _path), r in g.groupby(["cell", "path"]):
             ax.plot(r.step, r.value, color=color(cell), lw=1, alpha=0.8)
         ax.axhline(g.baseline.iloc[0], ls="--", color="k", lw=1)
         ax.set_yscale("log")
+        plain_log_ticks(ax.yaxis)
         ax.set_title(f"T = {T}")
         ax.set_xlabel("training step")
     axes[0][0].set_ylabel("evaluation loss (log scale)")
     handles = [plt.Line2D([], [], color=color(c), label=name(c)) for c in cells(m.cell)]
     handles.append(plt.Line2D([], [], ls="--", color="k", label="memoryless baseline"))
-    axes[0][-1].legend(handles=handles, fontsize=8)
-    fig.suptitle(f"{title}: {describe(runs)}", fontsize=10)
-    fig.tight_layout()
+    fig.legend(handles=handles, fontsize=8, loc="outside right center")  # off the data
+    fig.suptitle(f"{title}\n{describe(runs)}", fontsize=10)
     return fig
 
 
