@@ -258,7 +258,9 @@ def plain_log_ticks(axis) -> None:
     or two a log axis otherwise prints only such minor labels."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    low, high = axis.get_view_interval()
+    decades = np.log10(high / low) if low > 0 else np.inf
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 3 else (1.0,)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -279,10 +281,11 @@ def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, title: str = "Lea
             ax.plot(r.step, r.value, color=color(cell), lw=1, alpha=0.8)
         ax.axhline(g.baseline.iloc[0], ls="--", color="k", lw=1)
         ax.set_yscale("log")
-        plain_log_ticks(ax.yaxis)
         ax.set_title(f"T = {T}")
         ax.set_xlabel("training step")
     axes[0][0].set_ylabel("evaluation loss (log scale)")
+    for ax in axes[0]:
+        plain_log_ticks(ax.yaxis)
     handles = [plt.Line2D([], [], color=color(c), label=name(c)) for c in cells(m.cell)]
     handles.append(plt.Line2D([], [], ls="--", color="k", label="memoryless baseline"))
     fig.legend(handles=handles, fontsize=8, loc="outside right center")  # off the data
