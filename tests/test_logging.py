@@ -38,7 +38,7 @@ def test_an_ensemble_members_evaluations_go_to_its_own_log(tmp_path):
 # Command-line tools print their tables; a notebook's `show` prints its note. Everything else logs.
 # (bench's tables print each row as it is measured)
 PRINTS = {"main", "show", "collect", "print_summary", "show_summary", "print_causal"}
-PRINTS |= {"_print_tables", "_print_reach"}  # print_summary's parts
+PRINTS |= {"_print_tables", "_print_reach", "_print_reach_medians"}  # print_summary's parts
 PRINTS |= {f"{t}_table" for t in ("targets", "ensemble", "speed", "probe", "memory", "scan")}
 PRINTS |= {"cuts_table", "lstm1997_table"}
 
