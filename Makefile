@@ -12,8 +12,9 @@ REFERENCE += study_causal study_causal_floor study_causal_1997
 # cells that solved the adding problem in at least half their seeds at T = 200 (the others did
 # not at T = 200; README, "The learning study").
 LONG_LAGS := experiment=study_adding task.length=500,1000 model=irnn,lstm_chrono,gru
-# study_lr as it was run: the RNN, LSTM and GRU as seed ensembles (5 seeds in one process, each
-# its own run), minGRU one run at a time (its ensemble is slower on CPU; docs/speed.md).
+# study_lr as it was run: the RNN, IRNN and GRU as seed ensembles (5 seeds in one process, each
+# its own run), the LSTMs (their ensemble gains nothing on CPU), minGRU and minLSTM (theirs is
+# slower on CPU; docs/speed.md) one run at a time.
 LR_WINDOW := experiment=study_lr out_dir=results/reference $(PARALLEL)
 
 .PHONY: install run test reference figures notebooks browser
@@ -46,8 +47,8 @@ test: $(STAMP) browser
 reference: $(STAMP)
 	for e in $(REFERENCE); do $(PY) -m study.run -m experiment=$$e out_dir=results/reference $(PARALLEL) || exit 1; done
 	$(PY) -m study.run -m $(LONG_LAGS) out_dir=results/reference $(PARALLEL)
-	$(PY) -m study.run -m $(LR_WINDOW) model=rnn,lstm_fb1,gru seed=0 ensemble=5
-	$(PY) -m study.run -m $(LR_WINDOW) model=mingru
+	$(PY) -m study.run -m $(LR_WINDOW) model=rnn,irnn,gru seed=0 ensemble=5
+	$(PY) -m study.run -m $(LR_WINDOW) model=lstm,lstm_fb1,lstm_chrono,lstm_cec,mingru,minlstm
 	$(PY) -m study.figures results/reference --out results/figures
 	$(PY) -m study.report results/reference
 
