@@ -247,28 +247,13 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
             raise ConfigError(problem)
     watch_parent()
 
-    locks, todo, elsewhere = {}, [], []
-    for seed, out in outs.items():
-        state = rundir.status(out)
-        if state in rundir.FINISHED and not cfg.rerun:
-            log.info("skip   %s/%s (%s)%s", experiment, out.name, state, rundir.sweep_progress())
-            continue
-        locks[seed] = rundir.RunLock(out)
-        if not locks[seed].acquire():
-            holder = locks.pop(seed).holder() or {}
-            where = f"running elsewhere: pid {holder.get('pid')} on {holder.get('host')}"
-            if holder.get("host") != socket.gethostname():  # its liveness cannot be checked here
-                where += f"; if that process is gone, delete {out / rundir.LOCK}"
-            log.info("busy   %s/%s (%s)%s", experiment, out.name, where, rundir.sweep_progress())
-            elsewhere.append(seed)
-            continue
-        if rundir.is_finished(out) and not cfg.rerun:  # finished by another process meanwhile
-            locks.pop(seed).release()
-            continue
-        if state == "damaged":
-            problem = rundir.damage(out) or "run.json unreadable"
-            log.warning("damaged %s/%s: %s; retraining", experiment, out.name, problem)
-        todo.append(seed)
+    try:
+        locks, todo, elsewhere = claim_runs(cfg, experiment, outs)
+    except OSError as e:  # the out_dir turned read-only or full before this job trained
+        if not rundir.is_disk_error(e):
+            raise
+        log.error("error: cannot write %s: %s%s", e.filename, e.strerror, rundir.sweep_progress())
+        return "failed"
     try:
         todo_jobs = {s: jobs[s] for s in todo}
         statuses = _train(cfg, experiment, overrides, todo_jobs, outs) if todo else []
@@ -279,6 +264,48 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
         statuses.append("running elsewhere")
     track(cfg, experiment, [outs[s] for s in todo])
     return ",".join(dict.fromkeys(statuses)) or "skipped"
+
+
+def claim_runs(cfg: DictConfig, experiment: str, outs: dict[int, Path]):
+    """Which of a job's runs to train: finished ones are skipped, those another live process
+    holds the lock of are left to it (`elsewhere`), the others are locked (`locks`) and to do.
+    A write the disk refuses releases what was taken and raises its OSError."""
+    locks, todo, elsewhere = {}, [], []
+    try:
+        for seed, out in outs.items():
+            state = rundir.status(out)
+            if state in rundir.FINISHED and not cfg.rerun:
+                progress = rundir.sweep_progress()
+                log.info("skip   %s/%s (%s)%s", experiment, out.name, state, progress)
+                continue
+            locks[seed] = rundir.RunLock(out)
+            if not locks[seed].acquire():
+                where = _held_elsewhere(locks.pop(seed), out)
+                progress = rundir.sweep_progress()
+                log.info("busy   %s/%s (%s)%s", experiment, out.name, where, progress)
+                elsewhere.append(seed)
+                continue
+            if rundir.is_finished(out) and not cfg.rerun:  # finished by another process meanwhile
+                locks.pop(seed).release()
+                continue
+            if state == "damaged":
+                problem = rundir.damage(out) or "run.json unreadable"
+                log.warning("damaged %s/%s: %s; retraining", experiment, out.name, problem)
+            todo.append(seed)
+    except OSError:
+        for lock in locks.values():
+            lock.release()
+        raise
+    return locks, todo, elsewhere
+
+
+def _held_elsewhere(lock: rundir.RunLock, out: Path) -> str:
+    """Who holds a run's lock, and how to clear it where its liveness cannot be checked here."""
+    holder = lock.holder() or {}
+    where = f"running elsewhere: pid {holder.get('pid')} on {holder.get('host')}"
+    if holder.get("host") != socket.gethostname():
+        where += f"; if that process is gone, delete {out / rundir.LOCK}"
+    return where
 
 
 def track(cfg: DictConfig, experiment: str, run_dirs: list[Path]) -> None:

@@ -333,8 +333,14 @@ class RunLock:
         return not _is_stale(other)
 
     def release(self) -> None:
+        """Remove the lock. Where the disk no longer takes that (it turned read-only), the lock
+        stays: its holder is gone once this process ends, so the next run takes it over as stale."""
         if self.held:
-            self.path.unlink(missing_ok=True)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as e:
+                if not is_disk_error(e):
+                    raise
             self.held = False
 
 

@@ -481,6 +481,38 @@ def test_a_real_full_file_system(tmp_path):
         subprocess.run(["umount", str(tiny)], check=True)
 
 
+def test_an_out_dir_that_turns_read_only_mid_sweep_goes_on_to_the_summary(tmp_path):
+    """After the first run is sealed, out_dir becomes a read-only bind mount of itself (needs
+    root): the run then training fails naming the file, the next jobs cannot take their locks
+    and say so in one line each, and the sweep still ends with its summary, nothing traced."""
+    out = tmp_path / "r"
+    out.mkdir()
+    args = ["-m", "seed=0,1,2", *TINY, "train.steps=3000", "train.log_every=1000"]
+    cmd = [sys.executable, "-m", "study.run", *args, f"out_dir={out}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    mounted = False
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(rundir.is_finished(p.parent) for p in out.rglob(rundir.RUN_JSON)):
+                bind = ["mount", "--bind", str(out), str(out)]
+                mounted = subprocess.run(bind, capture_output=True).returncode == 0
+                ro = ["mount", "-o", "remount,bind,ro", str(out)]
+                if not mounted or subprocess.run(ro, capture_output=True).returncode != 0:
+                    proc.kill()
+                    pytest.skip("cannot make a read-only bind mount here (not root)")
+                break
+            time.sleep(0.05)
+        err = proc.communicate(timeout=300)[1]
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(out)], check=True)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert "Read-only file system" in err
+    assert "sweep of 3 runs: 1 completed" in err
+    assert all(not ln.startswith("Error executing job") for ln in err.splitlines())
+
+
 def test_two_identical_sweeps_at_once_train_each_run_once(tmp_path, start):
     args = ["-m", "model=rnn,gru,lstm", "seed=0,1", *TINY, "train.steps=30"]
     a, b = start(*args, out=tmp_path), start(*args, out=tmp_path)
