@@ -173,9 +173,9 @@ KINDS = {
         lambda runs, grad_flow: plots.matched_comparison(runs, grad_flow),
     ),
     "lyapunov": Kind(
-        ("lyapunov",),
+        ("lyapunov", "metrics"),
         _needs_lyapunov,
-        lambda runs, lyapunov: plots_dynamics.lyapunov_spectra(lyapunov, runs),
+        lambda runs, lyapunov, metrics: plots_dynamics.lyapunov_spectra(lyapunov, runs, metrics),
     ),
     "jacobian_spectra": Kind(
         ("grad_flow",),

@@ -4,6 +4,7 @@ command takes the same folder levels."""
 
 import hashlib
 import io
+import re
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -164,3 +165,40 @@ def test_heatmap_rows_sort_as_numbers_and_factors_near_one_keep_their_digits():
         "0.9991",
         "1.03",
     ]
+
+
+def _labelled(axis) -> bool:
+    """At least two tick labels; one where the axis holds a single value (one T on a log axis)."""
+    texts = [t.get_text() for t in axis.get_ticklabels(which="both") if t.get_visible()]
+    low, high = sorted(axis.get_view_interval())
+    single = axis.get_scale() == "log" and high < 3 * low
+    return sum(bool(t.strip()) for t in texts) >= (1 if single else 2)
+
+
+def _categories(axis) -> bool:
+    """Tick labels that name things (models, settings) rather than values on a scale."""
+    texts = [t.get_text().replace("−", "-") for t in axis.get_ticklabels() if t.get_text()]
+    return bool(texts) and not all(re.fullmatch(r"[-+.\deE$^{}\\mathrm ]+", t) for t in texts)
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_every_panel_has_tick_labels_and_every_lag_axis_says_lag_k(name, tiny_study):
+    """What a reader sees: each panel's axes carry tick labels (a panel that shares its axis
+    with a labelled neighbour may leave them to it), every axis is named, and an axis of lags
+    is called "lag k" as everywhere in the study."""
+    fig = render(name, tiny_study)
+    fig.canvas.draw()  # tick labels are set at draw time
+    panels = [
+        a for a in fig.axes if a.get_visible() and a.has_data() and a.get_label() != "<colorbar>"
+    ]
+    assert panels, name
+    for ax in panels:
+        for which, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+            shared = getattr(ax, f"get_shared_{which}_axes")().get_siblings(ax)
+            assert any(_labelled(getattr(o, f"{which}axis")) for o in shared), (name, which)
+            label = axis.get_label().get_text()
+            named = label or any(getattr(o, f"{which}axis").get_label().get_text() for o in shared)
+            assert named or _categories(axis), (name, which, ax.get_title())
+            if which == "x" and label.lower().startswith("lag") and not label.startswith("lag T"):
+                assert label.startswith("lag k"), (name, label)
+    plt.close(fig)
