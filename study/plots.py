@@ -192,7 +192,7 @@ def init_heatmap(flow: pd.DataFrame, runs: pd.DataFrame, setting: str, title: st
     ax.set_yticklabels(
         [f"{name(v)}  (×{_factor(p)}/step)" for v, p in zip(grid.index, per_step)], rotation=0
     )
-    every = max(1, round(T / 8, -1) if T >= 40 else T // 4)  # about 8 ticks: every 10 from T = 40
+    every = max(1, int(round(T / 8, -1)) if T >= 40 else T // 4)  # ~8 ticks, in tens from T = 40
     ax.set_xticks(np.arange(0, T, every) + 0.5, [str(k) for k in range(0, T, every)], rotation=0)
     ax.set_xlabel("lag k (steps)")
     ax.set_ylabel(ylabel or setting.removeprefix("cfg.model."))
