@@ -187,3 +187,13 @@ def test_learning_curves_have_one_legend_entry_per_model_and_T_in_its_cells_colo
         expected = tuple(round(255 * c) for c in mcolors.to_rgb(color(cell)))
         assert trace.line.color == "rgb({},{},{})".format(*expected)
     assert fig.layout.yaxis.range[1] == pytest.approx(np.log10(10 / 6))  # not the diverged 1e6
+
+
+def test_the_report_names_every_notebook():
+    import re
+
+    from study.report import NOTEBOOKS
+    from tests.conftest import ROOT
+
+    named = set(re.findall(r"<code>(fig\d\w*)</code>", NOTEBOOKS))
+    assert named == {p.stem for p in (ROOT / "notebooks").glob("fig*.py")}
