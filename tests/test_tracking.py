@@ -1,6 +1,7 @@
-"""Experiment tracking (logger=tensorboard): the event files TensorBoard's own reader finds hold
-every scalar of each run's metrics.parquet at its step, the gradient reach at every probe, and
-the run's config as hyperparameters; the tracker changes no run's identity."""
+"""Experiment tracking (logger=tensorboard, logger=mlflow): what TensorBoard's own reader and
+MLflow's own client read back holds every scalar of each run's metrics.parquet at its step, the
+gradient reach at every probe, and the run's config as hyperparameters; the tracker changes no
+run's identity."""
 
 import pandas as pd
 import pytest
@@ -8,7 +9,6 @@ import pytest
 from study.learning import gradient_reach
 from tests.conftest import study_run
 
-pytest.importorskip("tensorboard")
 TINY = ["task.length=6", "train.steps=4", "train.log_every=2", "train.eval_size=16"]
 TINY += ["model.hidden_size=4"]
 
@@ -38,6 +38,7 @@ def _events(folder):
 
 
 def test_tensorboard_logs_each_runs_scalars_and_config_under_its_run_id(tmp_path):
+    pytest.importorskip("tensorboard")
     out = tmp_path / "results"
     study_run("-m", *TINY, "model=rnn,gru", "logger=tensorboard", out=out, check=True)
     for cell in ("rnn", "gru"):
@@ -49,11 +50,43 @@ def test_tensorboard_logs_each_runs_scalars_and_config_under_its_run_id(tmp_path
             got = scalars[f"metrics/{name}"]
             assert [s for s, _ in got] == g.step.tolist()
             assert [v for _, v in got] == pytest.approx(g.value.tolist(), rel=1e-6)
-        ev = pd.read_parquet(run / "evidence.parquet").assign(path=run.name)
-        flow = pd.read_parquet(run / "grad_flow.parquet").assign(path=run.name)
-        reach = gradient_reach(ev, flow, None, step=0).reach.iloc[0]
+        reach = _expected_reach(run)
         assert scalars["probe/reach_earliest_evidence"][0] == (0, pytest.approx(reach, rel=1e-6))
         assert hparams["model.hidden_size"] == 4 and hparams["task.length"] == 6  # the config
         assert hparams["seed"] == 0
     again = study_run("-m", *TINY, "model=rnn,gru", out=out, check=True)  # same runs, no logger
     assert "2 skipped" in again.stdout + again.stderr
+
+
+def _expected_reach(run):
+    ev = pd.read_parquet(run / "evidence.parquet").assign(path=run.name)
+    flow = pd.read_parquet(run / "grad_flow.parquet").assign(path=run.name)
+    return gradient_reach(ev, flow, None, step=0).reach.iloc[0]
+
+
+def test_mlflow_logs_each_run_by_its_run_id_and_a_retrained_run_replaces_it(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    out = tmp_path / "results"
+    study_run("-m", *TINY, "model=rnn,gru", "logger=mlflow", out=out, check=True)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the local file store (conf/logger/)
+    client = MlflowClient(tracking_uri=(out / "mlruns").as_uri())
+    (experiment,) = [e for e in client.search_experiments() if e.name == "default"]
+    logged = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert len(logged) == 2
+    for cell in ("rnn", "gru"):
+        (run,) = (out / "default").glob(f"model={cell},*")
+        got = logged[run.name]
+        assert got.data.tags["study.run_id"] == run.name and got.info.status == "FINISHED"
+        metrics = pd.read_parquet(run / "metrics.parquet").dropna(subset=["value"])
+        for name, g in metrics.groupby("name"):
+            history = client.get_metric_history(got.info.run_id, f"metrics/{name}")
+            assert [m.step for m in history] == g.step.tolist()
+            assert [m.value for m in history] == pytest.approx(g.value.tolist(), rel=1e-6)
+        (reach,) = client.get_metric_history(got.info.run_id, "probe/reach_earliest_evidence")[:1]
+        assert (reach.step, reach.value) == (0, pytest.approx(_expected_reach(run), rel=1e-6))
+        assert got.data.params["model.hidden_size"] == "4" and got.data.params["seed"] == "0"
+    study_run(*TINY, "model=gru", "rerun=true", "logger=mlflow", out=out, check=True)
+    names = [r.info.run_name for r in client.search_runs([experiment.experiment_id])]
+    assert sorted(names) == sorted(logged)  # the retrained run replaced its earlier log
