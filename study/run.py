@@ -9,16 +9,20 @@ nothing is written.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shutil
+import string
 import sys
 import tempfile
 from pathlib import Path
 
 import hydra
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.object_type import ObjectType
 from hydra.errors import MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -53,17 +57,55 @@ def _compose(overrides: list[str], hydra_config: bool = False) -> DictConfig:
         return compose(config_name="config", overrides=overrides, return_hydra_config=hydra_config)
 
 
+class SearchpathLoader:
+    """Hydra's config loader as the command line sees it: a config group's options include those
+    a `hydra.searchpath=[...]` override adds (an outside package's tasks and cells), for glob(),
+    --help and the "allowed" of an unknown option."""
+
+    def __init__(self, loader, overrides: list[str]):
+        self.loader = loader
+        self.searchpath = [o for o in overrides if o.lstrip("+").startswith("hydra.searchpath=")]
+
+    def get_group_options(self, group: str, results_filter=ObjectType.CONFIG) -> list[str]:
+        return self.loader.get_group_options(group, results_filter, "config", self.searchpath)
+
+    def groups(self, parent: str = "") -> dict[str, list[str]]:
+        """Every config group below `parent` (nested ones as "model/base") and its options."""
+        found = {}
+        for name in self.loader.list_groups(parent):
+            group = f"{parent}/{name}" if parent else name
+            if options := self.get_group_options(group):
+                found[group] = sorted(options)
+            if self.get_group_options(group, ObjectType.GROUP):
+                found |= self.groups(group)
+        return found
+
+
+def print_help(overrides: list[str], resolve: bool = False) -> None:
+    """`study-run --help [overrides]`: the help template of conf/hydra/default.yaml with the
+    config groups as found with any hydra.searchpath given, and the config those overrides
+    compose (Hydra's own --help lists the groups of conf/ only)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        loader = SearchpathLoader(GlobalHydra.instance().config_loader(), overrides)
+        groups = {g: o for g, o in loader.groups().items() if not g.startswith("hydra")}
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    template = cfg.hydra.help.template
+    listing = "".join(f"{g}: {', '.join(o)}\n" for g, o in sorted(groups.items()))
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    config = OmegaConf.to_yaml(job, resolve=resolve)
+    print(string.Template(template).substitute(APP_CONFIG_GROUPS=listing, CONFIG=config))
+
+
 def expand_sweeps(lines: list[str]) -> tuple[list, list[list]]:
     """Parse the command line's overrides and expand each sweep into its values, as Hydra's
     sweeper would: glob() lists a config group's options, so it is expanded with the config
     loader of this config (and any hydra.searchpath given). ([Override], [values per override])
     or exit with one line for a malformed override or a glob that matches nothing."""
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Glob
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        loader = GlobalHydra.instance().config_loader()
+        loader = SearchpathLoader(GlobalHydra.instance().config_loader(), lines)
         parser, parsed = OverridesParser.create(config_loader=loader), []
         for line in lines:
             try:
@@ -86,16 +128,23 @@ def expand_sweeps(lines: list[str]) -> tuple[list, list[list]]:
     return parsed, choices
 
 
-def precheck(argv: list[str]) -> None:
+def precheck(argv: list[str]) -> dict[str, str]:
     """Compose and build the config once per value of every sweep override (the others at their
     first value), so that each bad value is caught; then check the launcher, out_dir, and every
-    existing run directory of the sweep against its config. Exit with one line on an error."""
+    existing run directory of the sweep against its config. Exit with one line on an error.
+    Returns each glob() override with its expansion as an explicit list, for Hydra to sweep."""
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.types import Override
 
     args, _ = get_args_parser().parse_known_args(argv)
-    if args.help or args.hydra_help or args.info or args.shell_completion or args.cfg:
-        return
+    if args.help:
+        try:
+            print_help(args.overrides, resolve=args.resolve)
+        except MissingConfigException as e:
+            sys.exit(f"error: {unknown_option(e, args.overrides)}")
+        sys.exit(0)
+    if args.hydra_help or args.info or args.shell_completion or args.cfg:
+        return {}
     parsed, choices = expand_sweeps(args.overrides)
 
     def render(o: Override, value) -> str:
@@ -120,25 +169,40 @@ def precheck(argv: list[str]) -> None:
             check_launcher(cfg)
             check_writable(Path(cfg.out_dir))
         except MissingConfigException as e:
-            group, _, name = (e.missing_cfg_file or "?/?").rpartition("/")
-            allowed = ", ".join(e.options or [])
-            sys.exit(f"error: {group}={name} is unknown: allowed {allowed}")
+            sys.exit(f"error: {unknown_option(e, overrides)}")
         except ConfigError as e:
             sys.exit(f"error: {e}")
         except Exception as e:
             sys.exit(f"error: {with_suggestion(one_line(e), overrides)}")
-    try:
-        if args.multirun:
-            # the sweeps as explicit lists (a glob expanded): sweep_jobs needs no config loader
-            explicit = [
-                o.input_line
-                if not o.is_sweep_override()
-                else f"{o.get_key_element()}=" + ",".join(o._get_value_element_as_str(v) for v in c)
-                for o, c in zip(parsed, choices)
-            ]
-            check_sweep_identity(_compose(base, hydra_config=True), explicit)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    # the sweeps as explicit lists (a glob expanded): sweep_jobs needs no config loader, and
+    # Hydra's own sweeper, which expands a glob over conf/ only, gets the searchpath's options
+    explicit = {
+        o.input_line: f"{o.get_key_element()}="
+        + ",".join(o._get_value_element_as_str(v) for v in c)
+        for o, c in zip(parsed, choices)
+        if o.is_sweep_override()
+    }
+    if args.multirun:
+        try:
+            lines = [explicit.get(o.input_line, o.input_line) for o in parsed]
+            check_sweep_identity(_compose(base, hydra_config=True), lines)
+        except ConfigError as e:
+            sys.exit(f"error: {e}")
+    return {line: explicit[line] for line in explicit if "glob(" in line}
+
+
+def unknown_option(e: MissingConfigException, overrides: list[str]) -> str:
+    """The line for an unknown option ("task=nosuch is unknown: allowed ...", with the close
+    match if there is one) and, where no hydra.searchpath is given, how to add one's own."""
+    group, _, name = (e.missing_cfg_file or "?/?").rpartition("/")
+    options = sorted(e.options or [])
+    close = difflib.get_close_matches(name, options, n=1)
+    mean = f" (did you mean {group}={close[0]}?)" if close else ""
+    line = f"{group}={name} is unknown{mean}: allowed {', '.join(options)}"
+    if not any(o.lstrip("+").startswith("hydra.searchpath=") for o in overrides):
+        line += (f"; a {group} of your own: hydra.searchpath=[pkg://your_package.conf] or"
+                 f" [file:///its/conf] with {group}/{name}.yaml in it")  # fmt: skip
+    return line
 
 
 def with_suggestion(message: str, overrides: list[str] | None = None) -> str:
@@ -232,7 +296,8 @@ def check_sweep_identity(base: DictConfig, overrides: list[str]) -> None:
 
 def cli() -> None:
     """The console script `study-run`: precheck, Hydra, and a clean exit on Ctrl-C."""
-    precheck(sys.argv[1:])
+    globs = precheck(sys.argv[1:])
+    sys.argv = [globs.get(a, a) for a in sys.argv]  # model='glob(lstm*)' as model=lstm,lstm_cec,...
     try:
         main()
     except ValueError as e:  # Hydra's own refusal of the flags, e.g. -m together with --cfg

@@ -240,7 +240,7 @@ BAD = {
     "+train.stpes=3": "train.stpes is an unknown key: did you mean train.steps?",
     "train.stpes=3": "train.stpes is an unknown key: did you mean train.steps?",
     "+model.hiden_size=3": "did you mean model.hidden_size?",
-    "model=lsmt": "model=lsmt is unknown: allowed gru",
+    "model=lsmt": "model=lsmt is unknown (did you mean model=lstm?): allowed gru",
     "task.length=1": "task.length=1",
     "progress=maybe": "progress='maybe'",
     "seed=-1": "seed=-1",

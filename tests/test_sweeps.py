@@ -259,3 +259,28 @@ def test_collect_counts_an_ensembles_wall_time_once(tmp_path):
     assert process_seconds(runs) == pytest.approx(infos[0]["wall_time_s"])  # not twice over
     out = study_run(tmp_path / "default", module="study.collect", check=True)
     assert "h summed over the 2 finished runs (an ensemble's wall time shared" in out.stdout
+
+
+def test_help_glob_and_an_unknown_option_see_the_configs_of_a_searchpath(tmp_path):
+    """A task of one's own in a folder given by hydra.searchpath: --help lists it with the
+    repository's, glob() sweeps reach it (Hydra's own sweeper expands a glob over conf/ only),
+    and an unknown option names it among the allowed; without a searchpath, the hint says how
+    to add one."""
+    conf = tmp_path / "conf" / "task"
+    conf.mkdir(parents=True)
+    (conf / "mine.yaml").write_text("_target_: study.tasks.adding.Adding\nlength: 6\n")
+    searchpath = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    shown = study_run("--help", searchpath, check=True).stdout
+    (tasks,) = [line for line in shown.splitlines() if line.startswith("task: ")]
+    assert "mine" in tasks.split(": ")[1].split(", ") and "adding" in tasks
+    out = tmp_path / "results"
+    ran = study_run("-m", "task=glob(mi*)", searchpath, *TINY[1:], out=out, check=True)
+    assert "sweep of 1 runs: 1 completed" in ran.stderr
+    assert [p.parent.name for p in out.rglob("run.json")][0].startswith(
+        "model.hidden_size=4,task=mine"
+    )
+    unknown = study_run("task=mien", searchpath, out=out).stderr.strip()
+    assert unknown.startswith("error: task=mien is unknown (did you mean task=mine?): allowed")
+    assert "hydra.searchpath" not in unknown  # one is given already
+    hint = study_run("task=mine", out=out).stderr.strip().splitlines()
+    assert len(hint) == 1 and "a task of your own: hydra.searchpath=[pkg://" in hint[0]
