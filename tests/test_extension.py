@@ -125,13 +125,13 @@ def test_an_outside_cell_is_one_class_and_one_yaml(tmp_path):
     (tmp_path / "mycells" / "__init__.py").write_text("")
     (tmp_path / "mycells" / "leaky.py").write_text(textwrap.dedent(CELL))
     (tmp_path / "conf" / "model").mkdir(parents=True)
-    (tmp_path / "conf" / "model" / "leaky.yaml").write_text(
-        "_target_: study.model.build_model\ncell: mycells.leaky.LeakyCell\nhidden_size: 8\n"
-        "options:\n  leak: 0.3\n"
+    (tmp_path / "conf" / "model" / "leaky.yaml").write_text(  # the guide's recipe, as written
+        "defaults:\n  - base/recurrence@_here_\n  - _self_\n"
+        "cell: mycells.leaky.LeakyCell\nhidden_size: 8\noptions:\n  leak: 0.3\n"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "MPLBACKEND": "Agg"}
     searchpath = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
-    args = [searchpath, "model=leaky,gru", "++model.match_params=400", "task.length=6,12"]
+    args = [searchpath, "model=leaky,gru", "model.match_params=400", "task.length=6,12"]
     args += ["train.steps=4", "train.log_every=2", "train.eval_size=16"]
     proc = run("-m", *args, f"out_dir={tmp_path / 'results'}", cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr

@@ -1,10 +1,12 @@
-"""Every task: its declared baseline (Monte Carlo), an oracle on its evidence, seeding, shapes."""
+"""Every task: the contract (study.contract: shapes, seeding, the baseline against Monte Carlo, an
+oracle on its evidence), variable lengths, training end to end."""
 
 import math
 
 import pytest
 import torch
 
+from study.contract import check_task
 from study.model import build_model
 from study.probes import ProbeSettings
 from study.tasks.adding import Adding
@@ -68,57 +70,14 @@ def oracle(name: str, task: Task, b):
 
 
 @pytest.mark.parametrize("name", TASKS)
-def test_declared_baseline_matches_monte_carlo(name):
-    """Loss of the best memoryless predictor: per loss position, the mean target (regression,
-    loss = variance) or the marginal label distribution (classification, loss = entropy)."""
-    task, g = TASKS[name](), torch.Generator().manual_seed(0)
-    ys = torch.cat([task.sample(10_000, g).y for _ in range(10)]).double()
-    if task.kind == "regression":
-        sq = (ys - ys.mean(0)).pow(2).mean(dim=(1, 2))  # per-example loss of the best constant
-        est, se = sq.mean().item(), sq.std().item() / len(sq) ** 0.5
-    else:
-        nll = torch.zeros(len(ys), dtype=torch.float64)
-        for k in range(ys.shape[1]):
-            p = torch.bincount(ys[:, k].long(), minlength=task.output_size).double() / len(ys)
-            nll += -p[ys[:, k].long()].log() / ys.shape[1]
-        est, se = nll.mean().item(), nll.std().item() / len(nll) ** 0.5
-        se += task.output_size / (2 * len(ys))  # the plug-in entropy's small-sample bias
-    assert abs(est - task.baseline) < 4 * se + 1e-12, (est, task.baseline, se)
-
-
-@pytest.mark.parametrize("name", TASKS)
-def test_oracle_on_the_evidence_positions_reaches_zero_loss(name):
+def test_every_task_keeps_the_contract(name):
+    """study.contract.check_task, the check a user runs on a task of their own: shapes and
+    dtypes, seeding, the declared baseline against Monte Carlo (the best memoryless predictor:
+    per loss position the mean target, loss = variance, or the marginal label distribution,
+    loss = entropy) and this file's oracle, which reads only the evidence, at zero loss."""
     task = TASKS[name]()
-    b = task.sample(256, torch.Generator().manual_seed(1))
-    pred = oracle(name, task, b)
-    loss = task.loss(pred, b)
-    assert float(loss.max()) < 1e-10
-    assert float(task.metric(pred, b).min()) == 1.0
-    assert task.solved(float(loss.mean()), float(task.metric(pred, b).mean()))
-
-
-@pytest.mark.parametrize("name", TASKS)
-def test_seeding_shapes_and_dtypes(name):
-    task = TASKS[name]()
-    a = task.sample(8, torch.Generator().manual_seed(5))
-    b = task.sample(8, torch.Generator().manual_seed(5))
-    c = task.sample(8, torch.Generator().manual_seed(6))
-    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
-    assert not torch.equal(a.x, c.x)
-    B, T, I = a.x.shape
-    assert (B, I) == (8, task.input_size) and a.x.dtype == torch.float32
-    K = task.loss_window
-    if task.kind == "regression":
-        assert a.y.shape == (8, K, task.output_size) and a.y.dtype == torch.float32
-    else:
-        assert a.y.shape == (8, K) and a.y.dtype == torch.long
-        assert int(a.y.max()) < task.output_size
-    assert a.evidence.dtype == torch.long and a.evidence.shape[0] == 8
-    assert int(a.evidence.max()) < T
-    if a.valid is not None:  # left padding: every sequence ends at T-1, padding is all zero
-        assert a.valid.shape == (8, T) and bool(a.valid[:, -1].all())
-        assert float(a.x[~a.valid].abs().sum()) == 0.0
-        assert bool(a.valid.gather(1, a.evidence).all())
+    ran = check_task(task, lambda b: oracle(name, task, b))
+    assert ran == ["shapes", "seeding", "baseline", "oracle"]
 
 
 def test_variable_lengths_cover_the_declared_range():
