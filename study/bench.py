@@ -16,7 +16,11 @@ import argparse
 import functools
 import itertools
 import multiprocessing as mp
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +39,7 @@ CELLS = ("rnn", "lstm", "gru")
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 CLIP = TrainSettings().clip_norm  # the training default: every timed step clips as training does
 TABLES = ("targets", "speed", "ensemble", "probes", "memory", "workers", "scan", "cuts")
-TABLES += ("lstm1997",)
+TABLES += ("lstm1997", "readers")
 PATHS = ("native", "explicit", "fast")
 
 
@@ -426,6 +430,28 @@ def workers_table(cell, H, B, T, steps) -> pd.DataFrame:
     return df.assign(cell=cell, H=H, B=B, T=T)
 
 
+READERS = ("study.collect", "study.report")  # the readers that read every table of every run
+
+
+def readers_table(results: Path) -> pd.DataFrame:
+    """Seconds for study-collect and study-report on a results folder, each as a new process:
+    cold (an empty table and figure cache, STUDY_CACHE) and warm (the same command again).
+    Their outputs go to a temporary folder; the results folder is only read."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for module in READERS:
+            env = {**os.environ, "STUDY_CACHE": str(Path(tmp) / f"cache-{module}")}
+            out = Path(tmp) / ("report.html" if module == "study.report" else "collected")
+            for state in ("cold", "warm"):
+                t0 = time.perf_counter()
+                cmd = [sys.executable, "-m", module, str(results), "--out", str(out)]
+                subprocess.run(cmd, env=env, check=True, capture_output=True)
+                rows.append({"reader": module.replace(".", "-"), "cache": state,
+                             "seconds": time.perf_counter() - t0})  # fmt: skip
+    n = sum(1 for _ in Path(results).rglob("run.json"))
+    return pd.DataFrame(rows).assign(results=str(results), runs=n)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small size per table")
@@ -436,6 +462,11 @@ def main(argv=None) -> None:
         help="cpu or cuda (the speed, ensemble, targets, scan and cuts tables)",
     )
     parser.add_argument("--out", default="results/bench", help="where the CSVs go")
+    parser.add_argument(
+        "--results",
+        default="results/reference",
+        help="the results folder the readers table reads (study-collect, study-report)",
+    )
     parser.add_argument(
         "--only", default=",".join(TABLES), help=f"comma-separated subset of {', '.join(TABLES)}"
     )
@@ -495,6 +526,13 @@ def main(argv=None) -> None:
         print("the 1997 LSTM on the 1997 adding problem (left-padded), interleaved:", flush=True)
         size = dict(T=30, E=3, repeats=2) if args.quick else {}
         tables[f"lstm1997{tag}"] = lstm1997_table(device=args.device, **size)
+
+    if "readers" in only and args.device == "cpu":
+        if not any(Path(args.results).rglob("run.json")):
+            print(f"readers: skipped, no runs under {args.results}", flush=True)
+        else:
+            print(f"readers on {args.results}, cold and warm cache:", flush=True)
+            tables["readers"] = readers_table(Path(args.results))
 
     meta = f"torch {torch.__version__}, device {args.device}"
     if args.device == "cuda":

@@ -14,7 +14,10 @@ one experiment, or a folder of out_dirs.
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +28,10 @@ import pandas as pd
 
 from study import plots, plots_causal, plots_dynamics, plots_learning
 from study.results import (
+    cache_dir,
     experiments,
     experiments_or_exit,
+    fingerprint,
     load_runs,
     load_table,
     writable_or_exit,
@@ -245,13 +250,31 @@ FIGURES = {  # the study's figures: file name -> (kind, experiments to read, in 
 }
 
 
-def draw(kind: str, folder: Path) -> tuple[plt.Figure | None, str | None]:
+class Folder:
+    """One experiment folder's runs and tables, each read once however many figures (and the
+    report's sections) are drawn from them."""
+
+    def __init__(self, path: Path):
+        self.path, self._tables = Path(path), {}
+
+    @functools.cached_property
+    def runs(self) -> pd.DataFrame:
+        return load_runs(self.path)
+
+    def table(self, name: str) -> pd.DataFrame:
+        if name not in self._tables:
+            self._tables[name] = load_table(self.path, name, self.runs)
+        return self._tables[name]
+
+
+def draw(kind: str, folder: Path | Folder) -> tuple[plt.Figure | None, str | None]:
     """The figure of `kind` from one experiment folder: (figure, None), or (None, why not)."""
-    runs = load_runs(folder)
+    folder = folder if isinstance(folder, Folder) else Folder(folder)
+    runs = folder.runs
     if runs.empty:
         return None, "no finished runs"
     spec = KINDS[kind]
-    tables = {t: load_table(folder, t, runs) for t in {*spec.tables, "grad_flow"}}
+    tables = {t: folder.table(t) for t in {*spec.tables, "grad_flow"}}
     if tables["grad_flow"].empty:
         return None, "no gradient-flow probes"
     if why := spec.needs(runs, tables):
@@ -291,18 +314,56 @@ def show(name: str, results: str | Path, figures: str | Path | None = None):
     return fig
 
 
-def render_all(root: Path, out: Path) -> dict[str, Path]:
-    """Every figure the results at or below `root` support, saved under `out`; by name, the
-    files written. The study's figures as <out>/<name>.png; every experiment that no study
-    figure reads, each kind its runs support as <out>/<experiment>/<kind>.png."""
-    found, written = experiments(root), {}
+@functools.cache
+def code_version() -> str:
+    """A hash of the study package's source and matplotlib's version: a cached figure is
+    reused only where neither changed since it was drawn."""
+    h = hashlib.sha256(matplotlib.__version__.encode())
+    for source in sorted(Path(__file__).parent.rglob("*.py")):
+        h.update(source.read_bytes())
+    return h.hexdigest()[:16]
 
-    def save(fig, path: Path, name: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+def draw_to(kind: str, folder: Folder, path: Path) -> str | None:
+    """Figure `kind` of a folder saved as `path` (None), or why it cannot be drawn. Both are
+    cached beside the folder's tables (results.cache_dir), keyed by its runs' checksums and the
+    code: a reader run again on unchanged results copies the PNG instead of drawing it."""
+    key = f"{kind}-{fingerprint(folder.path, folder.runs)}-{code_version()}"
+    cached = cache_dir(folder.path) / "figures" / key
+    png, skip = cached.with_suffix(".png"), cached.with_suffix(".skip")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if png.exists():
+        shutil.copyfile(png, path)
+        return None
+    if skip.exists():
+        return skip.read_text()
+    fig, why = draw(kind, folder)
+    if fig is not None:
         fig.savefig(path, dpi=130)
         plt.close(fig)
-        written[name] = path
-        log.info("wrote  %s", path)
+    try:
+        png.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, png) if why is None else skip.write_text(why)
+    except OSError as e:  # a read-only cache: reading goes on uncached
+        log.debug("figure cache %s not written: %s", cached, e.strerror)
+    return why
+
+
+def render_all(root: Path, out: Path, folders: dict[Path, Folder] | None = None) -> dict[str, Path]:
+    """Every figure the results at or below `root` support, saved under `out`; by name, the
+    files written. The study's figures as <out>/<name>.png; every experiment that no study
+    figure reads, each kind its runs support as <out>/<experiment>/<kind>.png. `folders`: the
+    experiment folders already read (Folder, by path), filled in as more are read."""
+    found, written = experiments(root), {}
+    folders = {} if folders is None else folders
+    reading = lambda path: folders.setdefault(path, Folder(path))  # noqa: E731
+
+    def save(kind: str, folder: Path, path: Path, name: str) -> str | None:
+        why = draw_to(kind, reading(folder), path)
+        if why is None:
+            written[name] = path
+            log.info("wrote  %s", path)
+        return why
 
     read, absent = set(), []
     for name, (kind, wanted) in FIGURES.items():
@@ -312,20 +373,14 @@ def render_all(root: Path, out: Path) -> dict[str, Path]:
             log.debug("skip   %s: none of %s under %s", name, ", ".join(wanted), root)
             continue
         read.add(folder)
-        fig, why = draw(kind, folder)
-        if fig is None:
+        if why := save(kind, folder, out / f"{name}.png", name):
             log.info("skip   %s: %s (%s)", name, why, folder)
-            continue
-        save(fig, out / f"{name}.png", name)
     for experiment, folder in found.items():
         if folder in read:
             continue
         for kind in KINDS:
-            fig, why = draw(kind, folder)
-            if fig is None:
+            if why := save(kind, folder, out / experiment / f"{kind}.png", f"{experiment}/{kind}"):
                 log.info("skip   %s/%s: %s", experiment, kind, why)
-                continue
-            save(fig, out / experiment / f"{kind}.png", f"{experiment}/{kind}")
     needs = f"; {len(absent)} need experiments not under {root}" if absent else ""
     log.info("%d figure(s) written to %s%s (study-figures --list: which)", len(written), out, needs)
     return written

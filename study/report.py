@@ -30,8 +30,6 @@ from study.results import (
     STATUSES,
     experiments,
     experiments_or_exit,
-    load_runs,
-    load_table,
     status_table,
     writable_or_exit,
 )
@@ -268,15 +266,18 @@ def build(root: Path) -> str:
     page.section("status", "Status")
     page.add(_table(summary))
     with tempfile.TemporaryDirectory() as tmp:
-        drawn = figures.render_all(root, Path(tmp))
+        read: dict[Path, figures.Folder] = {}  # each folder's tables read once, for both
+        drawn = figures.render_all(root, Path(tmp), read)
         for index, (name, folder) in enumerate(found.items()):
-            runs = load_runs(folder)
+            log.info("report %s", name)
+            tables = read.setdefault(folder, figures.Folder(folder))
+            runs = tables.runs
             page.section(anchor(name, index), f"Experiment {name}")
             if runs.empty:
                 page.add("<p>No finished runs.</p>")
                 continue
             page.add(f"<p class=note>{html.escape(f'{describe(runs)}; folder {folder}')}</p>")
-            flow = load_table(folder, "grad_flow", runs)
+            flow = tables.table("grad_flow")
             if len(flow) and (flow.step == 0).any():
                 page.add("<h3>Decay of the gradient per step at initialisation</h3>")
                 page.add(_table(decay_table(runs, flow)))
@@ -285,7 +286,7 @@ def build(root: Path) -> str:
                 page.add("<h3>Success against lag</h3>")
                 page.add(_table(success_table(runs)))
             if (runs.steps > 0).any():
-                page.plot(curves_plot(runs, load_table(folder, "metrics", runs)))
+                page.plot(curves_plot(runs, tables.table("metrics")))
             for key, png in drawn.items():  # the study's figures drawn from here, then its own
                 source = figures.find(key, found) if key in figures.FIGURES else None
                 if key.startswith(f"{name}/") or source == folder:

@@ -93,8 +93,8 @@ def load_runs(root: Path, finished_only: bool = True) -> pd.DataFrame:
         if finished_only and state not in rundir.FINISHED:
             continue
         try:
-            cfg = yaml.safe_load((d / rundir.CONFIG).read_text()) or {}
-            flat = pd.json_normalize(cfg, sep=".").iloc[0].to_dict()
+            cfg = rundir.read_config(d) or {}
+            flat = rundir.flatten(cfg)
         except (OSError, yaml.YAMLError, AttributeError, IndexError):
             flat = {}
         info = {k: v for k, v in info.items() if not isinstance(v, dict | list)}
@@ -120,7 +120,7 @@ def cache_dir(root: Path) -> Path:
     return Path(base) / key
 
 
-def _fingerprint(root: Path, runs: pd.DataFrame) -> str:
+def fingerprint(root: Path, runs: pd.DataFrame) -> str:
     """Content key of a set of runs: their paths relative to root and their recorded checksums."""
     h = hashlib.sha256(
         b"cache v3: paths relative to root, memory state"
@@ -143,7 +143,7 @@ def load_table(
     runs = load_runs(root) if runs is None else runs
     if runs.empty:
         return pd.DataFrame()
-    cached = cache_dir(root) / f"{table}-{_fingerprint(root, runs)}.parquet"
+    cached = cache_dir(root) / f"{table}-{fingerprint(root, runs)}.parquet"
     # the cache holds each run's path relative to root; the rows get `path` as runs spells it
     relative = {_relative(root, p): p for p in runs["path"]}
     if cache and cached.exists():
@@ -161,7 +161,8 @@ def load_table(
         try:
             for old in cached.parent.glob(f"{table}-*.parquet"):
                 old.unlink()
-            rundir.write_parquet(cached, out.assign(path=out["path"].map(_relative_to(root))))
+            as_cached = out["path"].map({p: r for r, p in relative.items()})  # one per run
+            rundir.write_parquet(cached, out.assign(path=as_cached))
         except OSError as e:  # a read-only home or cache: reading goes on uncached
             log.debug("cache %s not written: %s", cached, e.strerror)
     return out
@@ -169,10 +170,6 @@ def load_table(
 
 def _relative(root: Path, path: str) -> str:
     return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
-
-
-def _relative_to(root: Path):
-    return lambda path: _relative(root, path)
 
 
 STATUSES = ("completed", "diverged", "failed", "damaged", "running", "missing")

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from study import rundir
 from study.learning import gradient_reach
@@ -46,7 +45,7 @@ def run_scalars(run_dir: Path) -> pd.DataFrame:
 def hyperparameters(run_dir: Path) -> dict:
     """The run's identity (its config, flattened; study.rundir.identity) with the seed, as the
     plain values TensorBoard's hparams take."""
-    config = yaml.safe_load((Path(run_dir) / rundir.CONFIG).read_text())
+    config = rundir.read_config(run_dir)
     flat = {**rundir.identity(config), "seed": config.get("seed")}
     plain = (int, float, str, bool)
     return {k: v if isinstance(v, plain) else json.dumps(v) for k, v in flat.items()}

@@ -94,3 +94,20 @@ def test_quick_lstm1997_table_times_the_explicit_loop_and_the_function(tmp_path)
     table = pd.read_csv(tmp_path / "lstm1997.csv")
     assert len(table) == 8 and set(table.impl) == {"explicit", "fast"}
     assert set(table.cut) == {"none", "hidden"} and (table.ms_per_step > 0).all()
+
+
+def test_the_readers_table_times_collect_and_report_cold_and_warm(tmp_path):
+    from tests.conftest import study_run
+
+    results = tmp_path / "results"
+    tiny = ["task.length=6", "train.steps=2", "train.log_every=1", "train.eval_size=8"]
+    study_run("-m", "model=rnn,gru", *tiny, "model.hidden_size=4", out=results, check=True)
+    cmd = [sys.executable, "-m", "study.bench", "--only", "readers", "--results", results]
+    proc = subprocess.run([*cmd, "--out", tmp_path / "b"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(tmp_path / "b" / "readers.csv")
+    assert list(zip(table.reader, table.cache)) == [
+        (r, c) for r in ("study-collect", "study-report") for c in ("cold", "warm")
+    ]
+    assert (table.seconds > 0).all() and set(table.runs) == {2}
+    assert not list(results.rglob(".cache")) and not list(results.rglob("*.html"))  # only read

@@ -202,3 +202,22 @@ def test_every_panel_has_tick_labels_and_every_lag_axis_says_lag_k(name, tiny_st
             if which == "x" and label.lower().startswith("lag") and not label.startswith("lag T"):
                 assert label.startswith("lag k"), (name, label)
     plt.close(fig)
+
+
+def test_a_second_reading_copies_the_cached_figures_and_draws_none(smoke, tmp_path, monkeypatch):
+    """study-figures and study-report cache each figure (and each skip) keyed by the runs'
+    checksums and the code: unchanged results are copied, byte for byte, without drawing."""
+    from study import figures
+
+    monkeypatch.setenv("STUDY_CACHE", str(tmp_path / "cache"))
+    first = figures.render_all(smoke, tmp_path / "a")
+    assert first
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("drew a figure the cache holds")
+
+    monkeypatch.setattr(figures, "draw", no_drawing)
+    second = figures.render_all(smoke, tmp_path / "b")
+    assert sorted(second) == sorted(first)
+    for name, path in first.items():
+        assert second[name].read_bytes() == path.read_bytes(), name
