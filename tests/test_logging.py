@@ -41,6 +41,7 @@ PRINTS = {"main", "show", "collect", "print_summary", "show_summary", "print_cau
 PRINTS |= {"_print_tables", "_print_reach", "_print_reach_medians"}  # print_summary's parts
 PRINTS |= {f"{t}_table" for t in ("targets", "ensemble", "speed", "probe", "memory", "scan")}
 PRINTS |= {"cuts_table", "lstm1997_table"}
+PRINTS |= {"print_help"}  # study-run --help: the help text is the command's output
 
 
 def test_library_code_logs_instead_of_printing():
