@@ -8,6 +8,9 @@ REFERENCE += study_adding study_copy hochreiter1997_adding hochreiter1997_order
 # by themselves (`ensemble: 5` in the experiment file). Measured with 2 workers: study_causal and
 # its floor at T = 100 and 200 about 68 minutes, T = 500 about 110 minutes (4.4 process-hours).
 REFERENCE += study_causal study_causal_floor study_causal_1997
+# How the learning-rate window moves with T (issue 30): study_lr's rates at T = 50, 100, 500 for
+# the five main cells, ensembles of 5 set in the experiment file.
+REFERENCE += study_lr_lag
 # The learning study's long lags: study_adding at T = 500 and 1000, into the same folder, for the
 # cells that solved the adding problem in at least half their seeds at T = 200 (the others did
 # not at T = 200; README, "The learning study").

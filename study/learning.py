@@ -377,9 +377,21 @@ def show_summary(results, experiment: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The learning study's numbers, per experiment.")
     parser.add_argument("results", help="an out_dir, an experiment, or a folder above")
+    parser.add_argument(
+        "--windows",
+        action="store_true",
+        help="print the learning-rate windows per (cell, T) of every learning-rate sweep under"
+        " RESULTS, pooled, with their edges and how they move with T (study/windows.py)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    for name, folder in experiments_or_exit(parser, args.results).items():
+    found = experiments_or_exit(parser, args.results)
+    if args.windows:
+        from study.windows import print_windows  # built on this module: imported here
+
+        print_windows(args.results)
+        return
+    for name, folder in found.items():
         print(f"== {name} ({folder})")
         if load_runs(folder).empty:
             print("no finished runs")

@@ -67,7 +67,7 @@ EXPERIMENTS = {
         "task.length=5",
         "seed=0,1",
         "model=rnn,gru",
-        "train.optimizer.lr=1e-3,1e-2",
+        "train.optimizer.lr=1e-3,1e-2,1e-1",  # 3 rates: a window sweep (study/windows.py)
     ],
     "study_copy": [*TRAINED, "task.length=3,6", "seed=0", "model=rnn,lstm_chrono"],
     # ensembles of 5 (the experiment's own setting), two cells, every arm

@@ -1,7 +1,8 @@
 """The study's numbers in the docs cannot drift from the committed runs: docs/numbers/NAME.txt is
 the output of `study-learning results/reference/NAME` (what docs/study.md, the guide and the
 README quote), recomputed here from the committed run directories and compared line by line;
-the causal table of docs/guide.md is parsed and its k/n compared with the arms table."""
+docs/numbers/windows.txt is `study-learning results/reference --windows`; the causal table of
+docs/guide.md is parsed and its k/n compared with the arms table."""
 
 import contextlib
 import io
@@ -12,7 +13,8 @@ import pytest
 from study.learning import print_summary
 from tests.conftest import ROOT
 
-NUMBERS = sorted((ROOT / "docs" / "numbers").glob("*.txt"))
+WINDOWS = ROOT / "docs" / "numbers" / "windows.txt"
+NUMBERS = sorted(set((ROOT / "docs" / "numbers").glob("*.txt")) - {WINDOWS})
 REFERENCE = ROOT / "results" / "reference"
 
 
@@ -29,6 +31,16 @@ def test_the_committed_numbers_are_what_the_committed_runs_give(path):
     assert header.startswith(f"== {path.stem} ")
     command = f"study-learning results/reference/{path.stem} > docs/numbers/{path.name}"
     assert summary_text(path.stem) == body, f"the runs changed; regenerate: {command}"
+
+
+def test_the_committed_windows_are_what_the_committed_runs_give():
+    from study.windows import print_windows
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        print_windows(REFERENCE)
+    command = "study-learning results/reference --windows > docs/numbers/windows.txt"
+    assert buffer.getvalue() == WINDOWS.read_text(), f"the runs changed; regenerate: {command}"
 
 
 def test_the_guides_causal_table_matches_the_committed_runs():
