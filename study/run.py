@@ -146,6 +146,10 @@ def precheck(argv: list[str]) -> dict[str, str]:
     if args.hydra_help or args.info or args.shell_completion or args.cfg:
         return {}
     parsed, choices = expand_sweeps(args.overrides)
+    if {"tuned", "model"} <= {o.key_or_group for o in parsed}:
+        sys.exit(
+            "error: tuned=... sets the model and its learning rate: drop model=... or tuned=..."
+        )
 
     def render(o: Override, value) -> str:
         return (

@@ -63,11 +63,20 @@ def crossing(lr_in: float, p_in: float, lr_out: float, p_out: float) -> float:
 
 def best_rate(g: pd.DataFrame) -> float:
     """The rule fixed before the tuned runs (issue 30): the rate that solves most seeds; ties
-    go to the fewer median sequences to solve, then to the smaller rate. `g`: one (model, T)'s
-    rows with k, lr and median (sequences to solve over its solved seeds)."""
-    order = g.assign(m=g["median"].fillna(np.inf))
-    order = order.sort_values(["k", "m", "lr"], ascending=[False, True, True])
-    return float(order.lr.iloc[0]) if order.k.iloc[0] > 0 else np.nan
+    go to the fewer median sequences to solve, then (a cell that solves at no rate) to the lower
+    median final loss over the baseline, then to the smaller rate. `g`: one (model, T)'s rows
+    with lr, k, median (sequences to solve over its solved seeds) and final (median final
+    evaluation loss / baseline)."""
+    order = g.assign(m=g["median"].fillna(np.inf), f=g["final"].fillna(np.inf))
+    order = order.sort_values(["k", "m", "f", "lr"], ascending=[False, True, True, True])
+    return float(order.lr.iloc[0])
+
+
+def final_loss(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
+    """Per run (by path): its last evaluation loss over the task's memoryless baseline."""
+    loss = metrics[metrics.name == "eval_loss"]
+    last = loss.loc[loss.groupby("path").step.idxmax()].set_index("path").value
+    return (last / runs.set_index("path").baseline.reindex(last.index)).rename("final")
 
 
 def window_of(g: pd.DataFrame) -> dict:
@@ -95,8 +104,11 @@ def windows(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     seeds per rate. `runs` with model, T, lr (study.learning.with_model)."""
     rates = success_rates(runs, by=("model", "T", "lr"))
     solve = solve_times(metrics, runs).merge(runs[["path", "model", "T", "lr"]], on="path")
-    med = solve.groupby(["model", "T", "lr"]).sequences_to_solve.median().rename("median")
-    rates = rates.merge(med.reset_index(), on=["model", "T", "lr"], how="left")
+    keys = ["model", "T", "lr"]
+    med = solve.groupby(keys).sequences_to_solve.median().rename("median")
+    final = runs[["path", *keys]].merge(final_loss(metrics, runs).reset_index(), on="path")
+    rates = rates.merge(med.reset_index(), on=keys, how="left")
+    rates = rates.merge(final.groupby(keys).final.median().reset_index(), on=keys, how="left")
     rows = []
     for (model, T), g in rates.groupby(["model", "T"], sort=True):
         if g.lr.nunique() >= MIN_RATES:

@@ -181,6 +181,7 @@ def test_no_name_writes_outside_out_dir(tmp_path, override, key):
         ),
         (["model.match_params=1"], "error: model.match_params=1 is too small for cell=lstm"),
         (["model=lstm_chrono", "model.chrono=1e300"], "error: model.chrono=1e+300 is invalid"),
+        (["tuned=gru", "model=lstm"], "error: tuned=... sets the model and its learning rate"),
     ],
 )
 def test_meaningless_combinations_are_refused_with_one_line(tmp_path, overrides, line):

@@ -30,10 +30,13 @@ def runs_with(solved: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
         for seed, ok in enumerate(seeds):
             path = f"{model}/{T}/{lr}/{seed}"
             runs.append({"path": path, "model": model, "T": T, "lr": lr, "solved": ok,
-                         "cfg.train.batch_size": 32})  # fmt: skip
+                         "cfg.train.batch_size": 32, "baseline": 2.0})  # fmt: skip
             if ok:
                 metrics.append({"path": path, "name": "solved", "step": 200 * (seed + 1),
                                 "value": 1.0})  # fmt: skip
+            # the final loss: 0.01 x the baseline if solved, else lower at a larger rate
+            loss = 0.02 if ok else 2.0 / (1 + lr)
+            metrics.append({"path": path, "name": "eval_loss", "step": 6000, "value": loss})
     return pd.DataFrame(runs), pd.DataFrame(metrics, columns=["path", "name", "step", "value"])
 
 
@@ -60,12 +63,15 @@ def test_windows_find_the_edges_they_were_built_with():
     assert (o.lower, o.upper, o.upper_open) == (1e-2, 3e-1, True) and np.isnan(o.upper_x)
     assert not o.lower_open and 3e-3 < o.lower_x < 1e-2
     n = w.loc["never"]
-    assert np.isnan(n.lower) and np.isnan(n.upper) and np.isnan(n.best)
+    assert np.isnan(n.lower) and np.isnan(n.upper)
+    assert n.best == 3e-1  # solved nowhere: the lowest final loss over the baseline
 
 
-def test_the_best_rate_breaks_ties_by_fewer_sequences():
+def test_the_best_rate_breaks_ties_by_fewer_sequences_then_by_the_final_loss():
     g = pd.DataFrame({"lr": [1e-3, 1e-2, 1e-1], "k": [5, 5, 3], "median": [6400.0, 3200.0, 100]})
-    assert W.best_rate(g) == 1e-2
+    assert W.best_rate(g.assign(final=0.01)) == 1e-2
+    never = pd.DataFrame({"lr": [1e-3, 1e-2], "k": 0, "median": np.nan, "final": [0.9, 1.0]})
+    assert W.best_rate(never) == 1e-3
 
 
 @pytest.mark.parametrize("p", [0.6, 0.9, 0.975, 0.995])
@@ -116,3 +122,28 @@ def test_study_learning_windows_says_when_there_is_no_sweep(tiny_study, capsys):
 
     main([str(tiny_study / "study_adding"), "--windows"])  # one rate per (cell, T)
     assert "no learning-rate sweep under" in capsys.readouterr().out
+
+
+def test_each_tuned_rate_is_the_rules_pick_from_the_committed_learning_rate_sweep():
+    """conf/tuned/NAME.yaml holds a cell and a rate; the rate must be what the rule gives on the
+    committed study_lr runs at T = 200 for that cell's label."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from study.analysis import model_label
+    from study.rundir import flatten
+    from tests.conftest import ROOT
+
+    runs, tables = W.pooled_tables({"study_lr": ROOT / "results" / "reference" / "study_lr"})
+    w = W.windows(runs, tables["metrics"])
+    best = w[w["T"] == 200].set_index("model").best
+    names = sorted(p.stem for p in (ROOT / "conf" / "tuned").glob("*.yaml"))
+    assert len(names) == len(best) == 9
+    labels = set()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for name in names:
+            cfg = compose(config_name="config", overrides=[f"tuned={name}", "task.length=200"])
+            row = pd.Series(flatten({"cfg": OmegaConf.to_container(cfg, resolve=True)}))
+            assert cfg.train.optimizer.lr == best[model_label(row)], name
+            labels.add(model_label(row))
+    assert len(labels) == 9  # one file per cell
