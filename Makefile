@@ -3,7 +3,8 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=2
 REFERENCE := init_ratio init_rnn_scale init_lstm_forget_bias memory_path lags_adding matched dynamics
-REFERENCE += study_adding study_copy hochreiter1997_adding hochreiter1997_order
+REFERENCE += study_adding study_adding_long study_lr study_copy hochreiter1997_adding
+REFERENCE += hochreiter1997_order
 # The causal test (docs/study.md section 7): its experiments run their seeds as ensembles of 5
 # by themselves (`ensemble: 5` in the experiment file). Measured with 2 workers: study_causal and
 # its floor at T = 100 and 200 about 68 minutes, T = 500 about 110 minutes (4.4 process-hours).
@@ -11,14 +12,8 @@ REFERENCE += study_causal study_causal_floor study_causal_1997
 # How the learning-rate window moves with T (issue 30): study_lr's rates at T = 50, 100, 500 for
 # the five main cells, ensembles of 5 set in the experiment file.
 REFERENCE += study_lr_lag
-# The learning study's long lags: study_adding at T = 500 and 1000, into the same folder, for the
-# cells that solved the adding problem in at least half their seeds at T = 200 (the others did
-# not at T = 200; README, "The learning study").
-LONG_LAGS := experiment=study_adding task.length=500,1000 model=irnn,lstm_chrono,gru
-# study_lr as it was run: the RNN, IRNN and GRU as seed ensembles (5 seeds in one process, each
-# its own run), the LSTMs (their ensemble gains nothing on CPU), minGRU and minLSTM (theirs is
-# slower on CPU; docs/speed.md) one run at a time.
-LR_WINDOW := experiment=study_lr out_dir=results/reference $(PARALLEL)
+# Success against T at each cell's own learning rate (conf/tuned/, issue 30).
+REFERENCE += study_tuned
 
 .PHONY: install run test reference figures notebooks browser
 install: $(STAMP)
@@ -49,9 +44,6 @@ test: $(STAMP) browser
 # stopped, skipping finished runs.
 reference: $(STAMP)
 	for e in $(REFERENCE); do $(PY) -m study.run -m experiment=$$e out_dir=results/reference $(PARALLEL) || exit 1; done
-	$(PY) -m study.run -m $(LONG_LAGS) out_dir=results/reference $(PARALLEL)
-	$(PY) -m study.run -m $(LR_WINDOW) model=rnn,irnn,gru seed=0 ensemble=5
-	$(PY) -m study.run -m $(LR_WINDOW) model=lstm,lstm_fb1,lstm_chrono,lstm_cec,mingru,minlstm
 	$(PY) -m study.figures results/reference --out results/figures
 	$(PY) -m study.report results/reference
 

@@ -65,7 +65,8 @@ EXPERIMENTS = {
     "study_lr": [
         *TRAINED,
         "task.length=5",
-        "seed=0,1",
+        "seed=0",
+        "ensemble=2",  # the experiment's ensembles of 5, of 2: seeds 0 and 1
         "model=rnn,gru",
         "train.optimizer.lr=1e-3,1e-2,1e-1",  # 3 rates: a window sweep (study/windows.py)
     ],

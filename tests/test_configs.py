@@ -88,3 +88,40 @@ def test_the_tiny_study_runs_every_experiment_that_a_figure_reads():
 
     read = {e for _, experiments in FIGURES.values() for e in experiments} - {"quick"}
     assert read <= set(TINY)
+
+
+def test_make_reference_runs_experiments_and_nothing_else():
+    """Every sweep of the reference study is one conf/experiment file: the Makefile lists their
+    names and its reference recipe runs `experiment=$$e` for each, with no grid of its own."""
+    make = (CONF.parent / "Makefile").read_text()
+    names = [n for line in make.splitlines() if line.startswith("REFERENCE ")
+             for n in line.split("=", 1)[1].split()]  # fmt: skip
+    assert names and set(names) <= set(EXPERIMENTS)
+    recipe = make.split("\nreference:")[1].split("\n\n")[0]
+    runs = [line for line in recipe.splitlines() if "study.run" in line]
+    assert len(runs) == 1 and "experiment=$$e out_dir=results/reference $(PARALLEL)" in runs[0]
+    assert "task." not in recipe and "model=" not in recipe and "seed=" not in recipe
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["experiment=study_adding_long"], ["experiment=study_lr", "model=rnn,lstm_cec,minlstm"]],
+    ids=["study_adding_long", "study_lr"],
+)
+def test_the_experiments_that_replaced_makefile_lines_find_their_committed_runs(overrides):
+    """study_adding_long (once LONG_LAGS) and study_lr with its ensembles (once two LR_WINDOW
+    lines, some cells alone) compose to the stored config of every committed run they name, and
+    name runs that exist: `make reference` skips them."""
+    from study import rundir
+    from study.run import _compose, check_sweep_identity
+    from study.sweep import sweep_jobs
+
+    out = f"out_dir={CONF.parent / 'results' / 'reference'}"
+    base = _compose([overrides[0], out], hydra_config=True)  # the experiment, no sweep
+    overrides = [*overrides, out]
+    check_sweep_identity(base, overrides)  # raises ConfigError on a config that differs
+    folder = rundir.experiment_folder(base.hydra.runtime.choices.experiment, base.experiment_dir)
+    for job in sweep_jobs(base, overrides):
+        seed = int(dict(o.split("=", 1) for o in job)["seed"])
+        for d in rundir.job_run_dirs(base.out_dir, folder, job, seed, base.ensemble).values():
+            assert rundir.status(d) in rundir.FINISHED, d
