@@ -10,6 +10,9 @@ interpolated edge puts that crossing on the straight line between the two in log
 5-seed grid in half-decade steps gives an edge finer than its steps. Only interpolated edges
 (closed on both sides of the crossing) enter the fit.
 
+Beside them, study_tuned (each cell at the rate the rule here picked) against study_adding (every
+cell at 1e-3): which differences in success are the cells' and which the rate's.
+
 Everything here reads tables (study.learning's); `study-learning RESULTS --windows` prints it.
 """
 
@@ -20,11 +23,13 @@ import math
 import numpy as np
 import pandas as pd
 
+from study.analysis import fisher_exact
 from study.learning import gradient_reach, solve_times, success_rates, with_model
 from study.results import experiments, load_runs, load_table
 
 MAJORITY = 0.5  # a rate is inside the window when more than this fraction of its seeds solved
 MIN_RATES = 3  # a (model, T) with fewer learning rates is not a window sweep
+TUNED, FIXED = "study_tuned", "study_adding"  # each cell at its own rate; every cell at one rate
 
 
 def lr_sweeps(results) -> dict[str, pd.Series]:
@@ -181,12 +186,49 @@ def beside_probes(w: pd.DataFrame, runs: pd.DataFrame, tables: dict) -> pd.DataF
     return w.merge(per.reset_index(), on=keys, how="left")
 
 
+def beside_fixed(tuned: pd.DataFrame, fixed: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, T) run in both: seeds solved at the one shared rate (`fixed`, study_adding's
+    runs) and at the cell's own rate (`tuned`, study_tuned's), each with its Wilson interval,
+    and Fisher's exact two-sided p of the difference. Both with model, T, lr (with_model)."""
+    cols = ["model", "T"]
+    a = success_rates(fixed, cols).merge(fixed.groupby(cols).lr.first().reset_index(), on=cols)
+    b = success_rates(tuned, cols).merge(tuned.groupby(cols).lr.first().reset_index(), on=cols)
+    d = a.merge(b, on=cols, suffixes=("_fixed", "_own"))
+    p = [fisher_exact(r.k_fixed, r.n_fixed, r.k_own, r.n_own) for r in d.itertuples()]
+    return d.assign(p=p)
+
+
+def ranking(d: pd.DataFrame, k: str, n: str) -> str:
+    """The cells ordered by their share of seeds solved over the lags of `d`, best first; cells
+    with equal shares joined by "=": "GRU > LSTM = minGRU > RNN"."""
+    share = d.groupby("model")[k].sum() / d.groupby("model")[n].sum()
+    groups = share.groupby(share).groups  # share -> the models with it
+    return " > ".join(" = ".join(sorted(groups[v])) for v in sorted(groups, reverse=True))
+
+
+def print_beside(found: dict) -> None:
+    """study_tuned beside study_adding, when `found` (experiments by name) holds both."""
+    if TUNED not in found or FIXED not in found:
+        return
+    tuned, fixed = (with_model(load_runs(found[name])) for name in (TUNED, FIXED))
+    if tuned.empty or fixed.empty:
+        return
+    d = beside_fixed(tuned, fixed)
+    print(f"\n== each cell at its own rate ({TUNED}) beside one rate for all ({FIXED})")
+    print("k/n seeds solved, 95 % Wilson intervals; p: Fisher's exact test, two-sided")
+    with pd.option_context("display.width", 250, "display.float_format", "{:.3g}".format):
+        print(d.to_string(index=False))
+    print(f"ranking at {FIXED}'s rate, over these lags: {ranking(d, 'k_fixed', 'n_fixed')}")
+    print(f"ranking at each cell's own rate: {ranking(d, 'k_own', 'n_own')}")
+
+
 def print_windows(results) -> None:
     """`study-learning RESULTS --windows`: the windows of every learning-rate sweep under
     `results`, pooled (study_lr's T = 200 with study_lr_lag's other lags), and their trends."""
     folders = lr_sweeps(results)
     if not folders:
         print(f"no learning-rate sweep under {results} (none with >= {MIN_RATES} rates per cell)")
+        print_beside(experiments(results))
         return
     runs, tables = pooled_tables(folders)
     w = beside_probes(windows(runs, tables["metrics"]), runs, tables)
@@ -200,3 +242,4 @@ def print_windows(results) -> None:
         print(w[cols].to_string(index=False))
         print("\nedge = a x T^b, least squares in log-log over the closed edges, 95 % t-interval")
         print(trends(w).to_string(index=False))
+    print_beside(experiments(results))

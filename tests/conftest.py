@@ -71,6 +71,8 @@ EXPERIMENTS = {
         "train.optimizer.lr=1e-3,1e-2,1e-1",  # 3 rates: a window sweep (study/windows.py)
     ],
     "study_copy": [*TRAINED, "task.length=3,6", "seed=0", "model=rnn,lstm_chrono"],
+    # each cell at its own rate: two cells, one ensemble of 2 each, beside study_adding's RNN
+    "study_tuned": [*TRAINED, "task.length=5", "seed=0", "ensemble=2", "tuned=rnn,gru"],
     # ensembles of 5 (the experiment's own setting), two cells, every arm
     "study_causal": [*TRAINED, "task.length=5,10", "seed=0", "model=lstm_fb1,gru"],
     "study_causal_floor": [*TRAINED, "task.length=5,10", "seed=0"],

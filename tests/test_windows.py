@@ -147,3 +147,31 @@ def test_each_tuned_rate_is_the_rules_pick_from_the_committed_learning_rate_swee
             assert cfg.train.optimizer.lr == best[model_label(row)], name
             labels.add(model_label(row))
     assert len(labels) == 9  # one file per cell
+
+
+def test_the_tuned_table_stands_beside_the_fixed_one_with_fishers_p():
+    def runs(model, T, lr, solved):
+        return pd.DataFrame({"model": model, "T": T, "lr": lr, "solved": solved})
+
+    fixed = pd.concat([runs("A", 200, 1e-3, [False] * 10), runs("B", 200, 1e-3, [True] * 10)])
+    fixed = pd.concat([fixed, runs("C", 200, 1e-3, [True] * 5 + [False] * 5)])
+    tuned = pd.concat([runs("A", 200, 3e-2, [True] * 10), runs("B", 200, 1e-2, [True] * 10)])
+    d = W.beside_fixed(tuned, fixed).set_index("model")
+    assert list(d.index) == ["A", "B"]  # C has no tuned runs
+    assert (d.loc["A", "k_fixed"], d.loc["A", "k_own"], d.loc["A", "lr_own"]) == (0, 10, 3e-2)
+    # 0/10 against 10/10: the observed table and its mirror, 2 / C(20, 10)
+    assert d.loc["A", "p"] == pytest.approx(2 / math.comb(20, 10))
+    assert d.loc["B", "p"] == 1.0
+    assert W.ranking(d.reset_index(), "k_fixed", "n_fixed") == "B > A"
+    assert W.ranking(d.reset_index(), "k_own", "n_own") == "A = B"
+
+
+def test_study_learning_windows_prints_the_tuned_runs_beside_study_adding(tiny_study, capsys):
+    from study.learning import main
+
+    main([str(tiny_study), "--windows"])
+    out = capsys.readouterr().out.split("== each cell at its own rate (study_tuned)")
+    assert len(out) == 2
+    rows = [line.split() for line in out[1].splitlines() if line.strip().startswith("RNN")]
+    assert [row[:2] for row in rows] == [["RNN", "5"]]  # the one (cell, T) run in both
+    assert "ranking at each cell's own rate: RNN" in out[1]
