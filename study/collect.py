@@ -1,5 +1,6 @@
 """`study-collect RESULTS`: per experiment, one consolidated parquet per table and a status
 table (per configuration: seeds completed, diverged, failed, damaged, running, missing).
+`study-collect RESULTS --compute`: only the measured compute, per experiment and device.
 
 RESULTS is any folder at or above experiment folders (study.results.experiments)."""
 
@@ -60,15 +61,60 @@ def process_seconds(runs: pd.DataFrame) -> float:
     return total
 
 
+def compute_table(found: dict[str, Path]) -> pd.DataFrame:
+    """Per experiment (`found`: folders by name): finished runs and the process hours they took
+    (process_seconds) on each device recorded in run.json, from run.json alone."""
+    rows = []
+    for name, folder in found.items():
+        runs = load_runs(folder)
+        if runs.empty:
+            continue
+        device = runs.get("device", pd.Series("cpu", runs.index)).fillna("cpu")
+        row = {"experiment": name, "runs": len(runs)}
+        for dev, g in runs.groupby(device.to_numpy()):
+            row[f"{dev}_runs"] = len(g)
+            row[f"{dev}_h"] = process_seconds(g) / 3600
+        rows.append(row)
+    table = pd.DataFrame(rows).fillna(0)
+    counts = [c for c in table.columns if c.endswith("_runs")]
+    return table.astype({c: int for c in counts})
+
+
+def print_compute(found: dict[str, Path], workers: int = 2) -> None:
+    """The compute table, its total, and what it takes with `workers` processes side by side."""
+    table = compute_table(found)
+    if table.empty:
+        print("no finished runs")
+        return
+    hours = [c for c in table.columns if c.endswith("_h")]
+    with pd.option_context("display.width", 200, "display.float_format", "{:.2f}".format):
+        print(table.to_string(index=False))
+    total = table[hours].sum()
+    print("total: " + ", ".join(f"{total[c]:.1f} process-hours on {c[:-2]}" for c in hours))
+    cpu = total.get("cpu_h", 0.0)
+    print(f"with {workers} workers on the CPU: about {cpu / workers:.1f} h of wall time (the runs'"
+          " own times; on a loaded machine they ran slower, on a lent GPU the cuda runs' CPU time"
+          " is not measured)")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="an out_dir, an experiment, or a folder above")
     parser.add_argument(
         "--out", type=Path, help="where to write (default: <experiment>/collected for each)"
     )
+    parser.add_argument(
+        "--compute",
+        action="store_true",
+        help="only print each experiment's measured compute (process hours per device, from"
+        " run.json) and the total; writes nothing",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     found = experiments_or_exit(parser, args.results)
+    if args.compute:
+        print_compute(found)
+        return
     if args.out is not None:
         writable_or_exit(parser, args.out)
     for name, folder in found.items():

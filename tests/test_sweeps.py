@@ -284,3 +284,16 @@ def test_help_glob_and_an_unknown_option_see_the_configs_of_a_searchpath(tmp_pat
     assert "hydra.searchpath" not in unknown  # one is given already
     hint = study_run("task=mine", out=out).stderr.strip().splitlines()
     assert len(hint) == 1 and "a task of your own: hydra.searchpath=[pkg://" in hint[0]
+
+
+def test_collect_compute_sums_each_experiments_process_hours_from_run_json(tiny_study):
+    """study-collect --compute: per experiment the finished runs and their process hours (an
+    ensemble's wall time once), against the run.json files read here by hand."""
+    out = study_run(tiny_study, "--compute", module="study.collect", check=True).stdout
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if "total" not in line}
+    for name in ("study_lr", "study_causal"):
+        infos = [json.loads(p.read_text()) for p in (tiny_study / name).glob("*/run.json")]
+        hours = sum(i["wall_time_s"] / len(i.get("ensemble_seeds") or [0]) for i in infos) / 3600
+        assert int(rows[name][1]) == len(infos)
+        assert float(rows[name][3]) == pytest.approx(hours, abs=0.006)  # printed to 0.01 h
+    assert "process-hours on cpu" in out and "with 2 workers on the CPU" in out
