@@ -17,52 +17,6 @@ import pandas as pd
 
 from study.results import experiments_or_exit, load_runs, load_table
 
-NAMES = {"mingru": "minGRU", "minlstm": "minLSTM", "lru": "LRU"}  # display names of cells
-
-
-def model_label(run: pd.Series) -> str:
-    """A readable name for a run's recurrence, its initialisation and its gradient-path cut
-    (", linear cut" and the like; nothing for an uncut run: cut_label)."""
-    base, arm = base_label(run), cut_label(run)
-    return base if arm == "uncut" else f"{base}, {arm}"
-
-
-def cut_label(run: pd.Series) -> str:
-    """The arm of the causal test a run is in: "uncut", or "<path> cut", with its dose where
-    it has one ("hidden cut x0.3", "hidden cut p=0.5"; study/cut.py)."""
-    path = run.get("cfg.model.cut")
-    if not isinstance(path, str):
-        return "uncut"
-    scale, prob = run.get("cfg.model.cut_scale"), run.get("cfg.model.cut_prob")
-    dose = "" if scale is None or pd.isna(scale) or scale == 0 else f" x{scale:g}"
-    dose += "" if prob is None or pd.isna(prob) or prob == 1 else f" p={prob:g}"
-    return f"{path} cut{dose}"
-
-
-def base_label(run: pd.Series) -> str:
-    """A readable name for a run's recurrence and its initialisation."""
-    cell = run["cfg.model.cell"]
-    if cell == "lstm":
-        if run.get("cfg.model.forget_gate") is False:
-            return "LSTM, no forget gate (1997)"
-        bias, chrono = run.get("cfg.model.forget_bias"), run.get("cfg.model.chrono")
-        if chrono is not None and not pd.isna(chrono):
-            return f"LSTM, chrono T_max={_t_max(run, chrono)}"
-        return "LSTM" if bias is None or pd.isna(bias) else f"LSTM, forget bias {bias:g}"
-    if cell == "rnn":
-        init, gain = run.get("cfg.model.recurrent_init"), run.get("cfg.model.recurrent_gain")
-        name = "RNN" if run.get("cfg.model.nonlinearity", "tanh") == "tanh" else "ReLU RNN"
-        return name if init == "default" else f"{name}, {init} ×{gain:g}"
-    chrono = run.get("cfg.model.chrono")
-    if cell == "gru" and chrono is not None and not pd.isna(chrono):
-        return f"GRU, chrono T_max={_t_max(run, chrono)}"
-    return NAMES.get(cell, cell.upper())
-
-
-def _t_max(run: pd.Series, chrono: float) -> str:
-    """chrono's T_max as written in a label: "T" when it is the run's lag (one label across T)."""
-    return "T" if chrono == run.get("cfg.task.length") else f"{chrono:g}"
-
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95 % Wilson score interval for a binomial proportion."""
@@ -72,6 +26,16 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
     half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
     return max(0.0, centre - half), min(1.0, centre + half)  # rounding can step outside [0, 1]
+
+
+def success_rates(runs: pd.DataFrame, by=("model", "T"), z: float = 1.96) -> pd.DataFrame:
+    """Per group: seeds solved k, seeds run n, the rate k/n and its Wilson score interval."""
+    rows = []
+    for key, g in runs.groupby(list(by), sort=True):
+        k, n = int(g.solved.fillna(False).astype(bool).sum()), len(g)
+        lo, hi = wilson(k, n, z)
+        rows.append({**dict(zip(by, key)), "k": k, "n": n, "rate": k / n, "lo": lo, "hi": hi})
+    return pd.DataFrame(rows)
 
 
 def fisher_exact(k1: int, n1: int, k2: int, n2: int) -> float:
@@ -141,8 +105,9 @@ def leaves_baseline(metrics: pd.DataFrame, runs: pd.DataFrame, fraction: float =
 def success_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Seeds solved / seeds run, per cell (rows) and sequence length T (columns), with the median
     final evaluation loss relative to the task's memoryless baseline."""
-    r = runs.assign(T=runs["cfg.task.length"], rel=runs.eval_loss / runs.baseline)
-    solved = r.groupby(["cell", "T"]).solved.agg(lambda s: f"{int(s.sum())}/{len(s)}")
+    rates = success_rates(runs, ("cell", "T")).set_index(["cell", "T"])
+    solved = rates.k.astype(str) + "/" + rates.n.astype(str)
+    r = runs.assign(rel=runs.eval_loss / runs.baseline)
     rel = r.groupby(["cell", "T"]).rel.median().map("{:.3g}".format)
     return (solved + "  (" + rel + ")").unstack("T")
 

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from study import learning
-from study.analysis import base_label, cut_label, fisher_exact, newcombe
+from study.analysis import fisher_exact, newcombe
+from study.labels import base_label, cut_label, vocabulary
 
 BY = ["model", "T", "arm"]
 
@@ -28,7 +29,7 @@ def with_arms(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs with `model` (the cell and its initialisation, without the cut, plus any other
     model key the experiment varies, e.g. the 1997 LSTM's input_bias), `arm` (uncut or the cut:
     study.analysis.cut_label), `T` and `lr`."""
-    runs = learning.with_model(runs)
+    runs = vocabulary(runs)
     model = runs.apply(base_label, axis=1)
     keys = [c for c in runs if c.startswith("cfg.model.") and c[10:] not in LABELLED]
     for key in keys:

@@ -62,7 +62,7 @@ def _needs_setting(runs, tables):
 
 
 def _needs_lags(runs, tables):
-    return None if runs["cfg.task.length"].nunique() > 1 else "needs several lags T"
+    return None if runs["T"].nunique() > 1 else "needs several lags T"
 
 
 def _needs_training(runs, tables):
@@ -132,7 +132,7 @@ def _draw_setting(runs, grad_flow):
 
 def _longest(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs at the longest lag: the figures that show one T read those."""
-    return runs[runs["cfg.task.length"] == runs["cfg.task.length"].max()]
+    return runs[runs["T"] == runs["T"].max()]
 
 
 @dataclass(frozen=True)

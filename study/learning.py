@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study.analysis import leaves_baseline, model_label, wilson
+from study.analysis import leaves_baseline, success_rates
+from study.labels import vocabulary
 from study.results import experiments, experiments_or_exit, load_runs, load_table
 
 FLAT = 0.9  # a failed run whose loss stayed above this x the baseline in its last half was flat
@@ -34,13 +35,6 @@ PAPER_1997 = {
     ("TemporalOrder", 100, 2): 31_390,
     ("TemporalOrder", 100, 3): 571_100,
 }
-
-
-def with_model(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs with `model` (a readable name of the recurrence and its initialisation, one per
-    config across lags), `T` (the task's length) and `lr` (the learning rate) columns."""
-    lr = runs.get("cfg.train.optimizer.lr", pd.Series(np.nan, runs.index))
-    return runs.assign(model=runs.apply(model_label, axis=1), T=runs["cfg.task.length"], lr=lr)
 
 
 def solve_times(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -76,16 +70,6 @@ def learn_summary(metrics: pd.DataFrame, runs: pd.DataFrame, by=("model", "T")) 
     learned = learn_times(metrics, runs)
     learned = learned.rename(columns={"sequences_to_learn": "sequences_to_solve"})
     return solve_summary(learned, runs, by).rename(columns={"solved": "learned"})
-
-
-def success_rates(runs: pd.DataFrame, by=("model", "T"), z: float = 1.96) -> pd.DataFrame:
-    """Per group: seeds solved k, seeds run n, the rate k/n and its Wilson score interval."""
-    rows = []
-    for key, g in runs.groupby(list(by), sort=True):
-        k, n = int(g.solved.fillna(False).astype(bool).sum()), len(g)
-        lo, hi = wilson(k, n, z)
-        rows.append({**dict(zip(by, key)), "k": k, "n": n, "rate": k / n, "lo": lo, "hi": hi})
-    return pd.DataFrame(rows)
 
 
 def success_by_threshold(runs: pd.DataFrame, metrics: pd.DataFrame, by=("model", "T")):
@@ -222,7 +206,7 @@ def reach_vs_learning(
     took to solve the task (inf: not solved within its budget), and their Spearman correlation
     over the runs probed at that step (a run that stopped before it has no probe there).
     "A network learns the lags its gradient reaches" predicts a negative rho."""
-    d = with_model(runs)[["path", "model", "cell", "T", "lr", "solved"]]
+    d = vocabulary(runs)[["path", "model", "cell", "T", "lr", "solved"]]
     d = d.merge(gradient_reach(evidence, flow, runs, step=step), on="path")
     d = d.merge(solve_times(metrics, runs), on="path")
     d["to_solve"] = d.sequences_to_solve.fillna(np.inf)
@@ -265,7 +249,7 @@ def summary(folder) -> dict[str, pd.DataFrame | dict]:
     rate in a learning-rate sweep: `swept`): success rates with Wilson intervals,
     sequences-to-solve, the plateau of every failed run (its last half), and the rank
     correlation of gradient reach with learning."""
-    runs = with_model(load_runs(folder))
+    runs = load_runs(folder)
     by = ("model", swept(runs))
     metrics = load_table(folder, "metrics", runs)
     thresholds = success_by_threshold(runs, metrics, by)

@@ -17,7 +17,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.colors import TwoSlopeNorm
 
-from study.analysis import NAMES, decay_ratio, model_label, wilson
+from study.analysis import decay_ratio, success_rates
+from study.labels import NAMES
 
 CELL_ORDER = ["rnn", "lstm", "gru", "mingru", "minlstm", "lru"]
 LINEAR = {"mingru", "minlstm", "lru"}  # the linear-recurrence cells (study/linear_cells.py)
@@ -85,13 +86,12 @@ def describe(runs: pd.DataFrame) -> str:
     n = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
     steps, batch = values("steps"), _span(values("cfg.train.batch_size"))
     budget = f"batch {batch} at init" if steps == [0] else f"{_span(steps)} steps × batch {batch}"
-    parts = [task, f"T = {_span(values('cfg.task.length'))}", f"H = {_span(values('hidden_size'))}"]
+    parts = [task, f"T = {_span(values('T'))}", f"H = {_span(values('hidden_size'))}"]
     return ", ".join([*parts, f"{n} seed{'s' * (n != '1')}", budget])
 
 
 def _with_labels(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    labels = runs.set_index("path").apply(model_label, axis=1).rename("model")
-    return table.join(labels, on="path")
+    return table.join(runs.set_index("path").model, on="path")
 
 
 def _grad(flow: pd.DataFrame, quantity="grad_norm", state="h", stat="median") -> pd.DataFrame:
@@ -205,26 +205,13 @@ def success_vs_lag(runs: pd.DataFrame, title: str = "Learning across lags", lear
     """Fraction of seeds that solved the task (its own criterion; solid) and that learned it
     (final evaluation loss below `learned` x the memoryless baseline; dashed) against T, per
     cell, with 95 % Wilson intervals over seeds."""
-    r = runs.assign(
-        learned=runs.eval_loss < learned * runs.baseline, solved=runs.solved.fillna(False)
+    below = runs.eval_loss < learned * runs.baseline
+    d = pd.concat(
+        [
+            success_rates(runs, ("cell", "T")).assign(criterion="solved"),
+            success_rates(runs.assign(solved=below), ("cell", "T")).assign(criterion="learned"),
+        ]
     )
-    rows = []
-    for (cell, T), g in r.groupby(["cell", "cfg.task.length"]):
-        for criterion in ("solved", "learned"):
-            k, n = int(g[criterion].sum()), len(g)
-            lo, hi = wilson(k, n)
-            rows.append(
-                {
-                    "cell": cell,
-                    "T": T,
-                    "criterion": criterion,
-                    "rate": k / n,
-                    "lo": lo,
-                    "hi": hi,
-                    "n": n,
-                }
-            )
-    d = pd.DataFrame(rows)
     fig, ax = plt.subplots(figsize=(8, 4.2))
     for i, cell in enumerate(cells(d.cell)):
         for criterion, ls, marker in (("solved", "-", "o"), ("learned", "--", "s")):
@@ -269,15 +256,13 @@ def plain_log_ticks(axis) -> None:
 def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, title: str = "Learning curves"):
     """Evaluation loss against training step per cell, one panel per T, seeds as thin lines,
     the task's analytic memoryless baseline as a dashed line."""
-    m = metrics[metrics.name == "eval_loss"].merge(
-        runs[["path", "cfg.task.length", "baseline"]], on="path"
-    )
-    Ts = sorted(m["cfg.task.length"].unique())
+    m = metrics[metrics.name == "eval_loss"].merge(runs[["path", "T", "baseline"]], on="path")
+    Ts = sorted(m["T"].unique())
     width = max(3.2 * len(Ts), 7.0)  # one T: wide enough for the title
     fig, axes = plt.subplots(1, len(Ts), figsize=(width, 3.6), sharey=True, squeeze=False,
                              layout="constrained")  # fmt: skip
     for ax, T in zip(axes[0], Ts):
-        g = m[m["cfg.task.length"] == T]
+        g = m[m["T"] == T]
         for (cell, _path), r in g.groupby(["cell", "path"]):
             ax.plot(r.step, r.value, color=color(cell), lw=1, alpha=0.8)
         ax.axhline(g.baseline.iloc[0], ls="--", color="k", lw=1)

@@ -15,6 +15,7 @@ import pandas as pd
 import seaborn as sns
 
 from study import learning
+from study.labels import vocabulary
 from study.plots import CELL_ORDER, describe, model_colors
 
 
@@ -49,7 +50,7 @@ def success(runs: pd.DataFrame, against: str = "T"):
     against="lr"), as a grid: each cell reads k/n with its 95 % Wilson interval and is shaded by
     the rate; a cell not run is blank. Rows are the models in the study's order, each labelled in
     its cell's colour. A grid reads where overlapping error bars over nine models do not."""
-    r = learning.with_model(runs)
+    r = vocabulary(runs)
     rates = learning.success_rates(r, by=("model", against))
     order, colors = _models(r)
     values = sorted(rates[against].unique())
@@ -98,7 +99,7 @@ def solve_speed(metrics: pd.DataFrame, runs: pd.DataFrame):
     learned (its loss below 10 % of the baseline) and until it solved (the criterion); each the
     median over the seeds that got there with the quartiles as bars, every such run as a dot,
     and the budget (dashed)."""
-    r = learning.with_model(runs)
+    r = vocabulary(runs)
     order, colors = _models(r)
     panels = [
         ("to learn: loss below 10 % of the baseline", learning.learn_times(metrics, r),
@@ -142,7 +143,7 @@ def reach(evidence: pd.DataFrame, flow: pd.DataFrame, metrics: pd.DataFrame, run
         1, len(steps), figsize=(6 + 5 * len(steps), 4.8), layout="constrained", sharey=True
     )
     axes = np.atleast_1d(axes)
-    order, colors = _models(learning.with_model(runs))
+    order, colors = _models(vocabulary(runs))
     for ax, step in zip(axes, steps):
         d, rho = learning.reach_vs_learning(evidence, flow, metrics, runs, step)
         # a reach below REACH_FLOOR (down to 0: float64 underflow at the longest lags) would
@@ -193,7 +194,7 @@ def curves(metrics: pd.DataFrame, runs: pd.DataFrame, last: float = 0.5):
     """One panel per model: every run's evaluation loss over the memoryless baseline against
     the sequences it trained on, coloured by T; the last `last` of the budget shaded, where a
     failed run's curve must be flat at 1 for the failure to be a failure."""
-    r = learning.with_model(runs)
+    r = vocabulary(runs)
     m = metrics[metrics.name == "eval_loss"].merge(
         r[["path", "model", "T", "baseline", "cfg.train.batch_size"]], on="path"
     )

@@ -24,8 +24,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from study import figures, rundir
-from study.analysis import decay_ratio
-from study.plots import describe, model_colors, model_label, wilson
+from study.analysis import decay_ratio, success_rates
+from study.plots import describe, model_colors
 from study.results import (
     STATUSES,
     experiments,
@@ -69,7 +69,7 @@ def anchor(name: str, index: int) -> str:
 def decay_table(runs: pd.DataFrame, flow: pd.DataFrame) -> pd.DataFrame:
     """Per model: the gradient's decay factor per step at initialisation (geometric mean over
     seeds of (‖∂ℓ/∂h_0‖ / ‖∂ℓ/∂h_{T-1}‖)^(1/(T-1)), batch medians), with its min and max."""
-    d = decay_ratio(flow).merge(runs[["path"]].assign(model=runs.apply(model_label, axis=1)))
+    d = decay_ratio(flow).merge(runs[["path", "model"]])
     g = d.groupby(["model", "T"]).per_step
     out = pd.DataFrame(
         {
@@ -85,33 +85,22 @@ def decay_table(runs: pd.DataFrame, flow: pd.DataFrame) -> pd.DataFrame:
 def success_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per cell and lag T: seeds that solved the task (its own criterion), with a 95 % Wilson
     interval, and the median final evaluation loss relative to the memoryless baseline."""
-    rows = []
-    for (model, T), g in runs.assign(model=runs.apply(model_label, axis=1)).groupby(
-        ["model", "cfg.task.length"]
-    ):
-        k, n = int(g.solved.fillna(False).sum()), len(g)
-        lo, hi = wilson(k, n)
-        rows.append(
-            {
-                "model": model,
-                "T": T,
-                "solved": f"{k}/{n}",
-                "rate": k / n,
-                "95 % CI": f"[{lo:.2f}, {hi:.2f}]",
-                "loss / baseline (median)": float((g.eval_loss / g.baseline).median()),
-            }
-        )
-    return pd.DataFrame(rows)
+    rates = success_rates(runs, ("model", "T"))
+    rel = runs.assign(rel=runs.eval_loss / runs.baseline).groupby(["model", "T"]).rel.median()
+    t = rates.merge(rel.rename("loss / baseline (median)").reset_index(), on=["model", "T"])
+    t["solved"] = t.k.astype(str) + "/" + t.n.astype(str)
+    t["95 % CI"] = [f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(t.lo, t.hi)]
+    return t[["model", "T", "solved", "rate", "95 % CI", "loss / baseline (median)"]]
 
 
 def flow_plot(runs: pd.DataFrame, flow: pd.DataFrame) -> go.Figure:
     """Median ‖∂ℓ/∂h_t‖ (and ‖∂ℓ/∂c_t‖) against lag at initialisation, mean over seeds, one
     line per model and lag T, log scale."""
     f = flow[(flow.step == 0) & (flow.stat == "median") & (flow.quantity == "grad_norm")]
-    f = f.merge(runs[["path", "cfg.task.length"]].assign(model=runs.apply(model_label, axis=1)))
-    several = f["cfg.task.length"].nunique() > 1
+    f = f.merge(runs[["path", "T", "model"]])
+    several = f["T"].nunique() > 1
     fig = go.Figure()
-    for (model, state, T), g in f.groupby(["model", "state", "cfg.task.length"]):
+    for (model, state, T), g in f.groupby(["model", "state", "T"]):
         mean = g.groupby("lag").value.mean()
         fig.add_scatter(
             x=mean.index,
@@ -140,18 +129,15 @@ def curves_plot(runs: pd.DataFrame, metrics: pd.DataFrame) -> go.Figure:
     MANY_RUNS, the median over seeds with the band from the lowest to the highest. The y axis
     spans the data below 10x the largest baseline, so one diverged run cannot flatten the rest
     (its curve leaves the top of the plot)."""
-    labelled = runs.assign(model=runs.apply(model_label, axis=1))
-    m = metrics[metrics.name == "eval_loss"].merge(
-        labelled[["path", "cfg.task.length", "model", "cell"]]
-    )
-    colors = model_colors(labelled[["model", "cell"]])
-    several, per_run = m["cfg.task.length"].nunique() > 1, len(runs) <= MANY_RUNS
+    m = metrics[metrics.name == "eval_loss"].merge(runs[["path", "T", "model", "cell"]])
+    colors = model_colors(runs[["model", "cell"]])
+    several, per_run = m["T"].nunique() > 1, len(runs) <= MANY_RUNS
     fig = go.Figure()
-    for (model, T), g in m.groupby(["model", "cfg.task.length"]):
+    for (model, T), g in m.groupby(["model", "T"]):
         rgb = "rgb({:.0f},{:.0f},{:.0f})".format(*(255 * np.asarray(colors[model])))
         group = f"{model}, T = {T}" if several else model
         dash = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
-        line = {"color": rgb, "dash": dash[sorted(m["cfg.task.length"].unique()).index(T) % 6]}
+        line = {"color": rgb, "dash": dash[sorted(m["T"].unique()).index(T) % 6]}
         if per_run:
             for i, (seed, r) in enumerate(g.groupby("seed")):
                 fig.add_scatter(x=r.step, y=r.value, mode="lines", line=line, legendgroup=group,
@@ -282,7 +268,7 @@ def build(root: Path) -> str:
                 page.add("<h3>Decay of the gradient per step at initialisation</h3>")
                 page.add(_table(decay_table(runs, flow)))
                 page.plot(flow_plot(runs, flow))
-            if runs["cfg.task.length"].nunique() > 1 and (runs.steps > 0).any():
+            if runs["T"].nunique() > 1 and (runs.steps > 0).any():
                 page.add("<h3>Success against lag</h3>")
                 page.add(_table(success_table(runs)))
             if (runs.steps > 0).any():

@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 
 from study import rundir
+from study.labels import vocabulary
 
 TABLES = tuple(rundir.TABLES)
 log = logging.getLogger(__name__)
@@ -76,9 +77,10 @@ def writable_or_exit(parser, folder: Path) -> Path:
 
 def load_runs(root: Path, finished_only: bool = True) -> pd.DataFrame:
     """One row per run: run.json fields, plus the resolved config flattened into `cfg.*` columns;
-    `config` is the run id without its seed (the configuration the seeds replicate). `status` is
-    rundir.status (damaged when a finished run's files fail their checksums); `problem` says
-    what is wrong. finished_only: only intact completed or diverged runs."""
+    `config` is the run id without its seed (the configuration the seeds replicate); `model`,
+    `T` and `lr` the study's names for it (study.labels.vocabulary). `status` is rundir.status
+    (damaged when a finished run's files fail their checksums); `problem` says what is wrong.
+    finished_only: only intact completed or diverged runs."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"results={root} is not a directory")
@@ -107,7 +109,7 @@ def load_runs(root: Path, finished_only: bool = True) -> pd.DataFrame:
     if len(runs):
         runs["config"] = runs["run_id"].str.replace(r",?seed=\d+$", "", regex=True)
         runs.loc[runs["config"] == "", "config"] = "default"
-    return runs
+    return vocabulary(runs)
 
 
 def cache_dir(root: Path) -> Path:

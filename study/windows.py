@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from study.analysis import fisher_exact
-from study.learning import gradient_reach, solve_times, success_rates, with_model
+from study.learning import gradient_reach, solve_times, success_rates
 from study.results import experiments, load_runs, load_table
 
 MAJORITY = 0.5  # a rate is inside the window when more than this fraction of its seeds solved
@@ -38,7 +38,7 @@ def lr_sweeps(results) -> dict[str, pd.Series]:
     the windows at every T."""
     out = {}
     for name, folder in experiments(results).items():
-        runs = with_model(load_runs(folder))
+        runs = load_runs(folder)
         if not runs.empty and runs.groupby(["model", "T"]).lr.nunique().max() >= MIN_RATES:
             out[name] = folder
     return out
@@ -52,7 +52,7 @@ def pooled_tables(folders: dict, names=("metrics", "evidence", "grad_flow", "lya
         r = load_runs(folder)
         if r.empty:
             continue
-        runs.append(with_model(r))
+        runs.append(r)
         for n in names:
             tables[n].append(load_table(folder, n, r))
     joined = pd.concat(runs, ignore_index=True) if runs else pd.DataFrame()
@@ -106,7 +106,7 @@ def window_of(g: pd.DataFrame) -> dict:
 
 def windows(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """Per (model, T) with at least MIN_RATES learning rates: the window (window_of) and the
-    seeds per rate. `runs` with model, T, lr (study.learning.with_model)."""
+    seeds per rate. `runs` with model, T, lr (study.labels.vocabulary)."""
     rates = success_rates(runs, by=("model", "T", "lr"))
     solve = solve_times(metrics, runs).merge(runs[["path", "model", "T", "lr"]], on="path")
     keys = ["model", "T", "lr"]
@@ -189,7 +189,8 @@ def beside_probes(w: pd.DataFrame, runs: pd.DataFrame, tables: dict) -> pd.DataF
 def beside_fixed(tuned: pd.DataFrame, fixed: pd.DataFrame) -> pd.DataFrame:
     """Per (model, T) run in both: seeds solved at the one shared rate (`fixed`, study_adding's
     runs) and at the cell's own rate (`tuned`, study_tuned's), each with its Wilson interval,
-    and Fisher's exact two-sided p of the difference. Both with model, T, lr (with_model)."""
+    and Fisher's exact two-sided p of the difference. Both with model, T, lr
+    (study.labels.vocabulary)."""
     cols = ["model", "T"]
     a = success_rates(fixed, cols).merge(fixed.groupby(cols).lr.first().reset_index(), on=cols)
     b = success_rates(tuned, cols).merge(tuned.groupby(cols).lr.first().reset_index(), on=cols)
@@ -210,7 +211,7 @@ def print_beside(found: dict) -> None:
     """study_tuned beside study_adding, when `found` (experiments by name) holds both."""
     if TUNED not in found or FIXED not in found:
         return
-    tuned, fixed = (with_model(load_runs(found[name])) for name in (TUNED, FIXED))
+    tuned, fixed = (load_runs(found[name]) for name in (TUNED, FIXED))
     if tuned.empty or fixed.empty:
         return
     d = beside_fixed(tuned, fixed)

@@ -4,8 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.analysis import decay_ratio, leaves_baseline, success_table
-from study.plots import wilson
+from study.analysis import decay_ratio, leaves_baseline, success_table, wilson
 
 
 def test_decay_ratio_is_first_over_last_and_its_geometric_rate():
@@ -36,7 +35,7 @@ def test_success_table_counts_seeds():
     runs = pd.DataFrame(
         {
             "cell": ["lstm"] * 3 + ["rnn"] * 2,
-            "cfg.task.length": [50, 50, 50, 50, 50],
+            "T": [50, 50, 50, 50, 50],
             "solved": [True, True, False, False, False],
             "eval_loss": [0.001, 0.002, 0.1, 0.16, 0.17],
             "baseline": [1 / 6] * 5,

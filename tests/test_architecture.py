@@ -10,6 +10,7 @@ from tests.conftest import ROOT
 
 READERS = ["study.rundir", "study.results", "study.collect", "study.analysis", "study.figures"]
 READERS += ["study.plots", "study.sweep", "study.causal", "study.plots_causal", "study.windows"]
+READERS += ["study.labels", "study.learning", "study.report"]
 TRAINING = ["study.cells", "study.model", "study.fast", "study.ensemble", "study.train"]
 TRAINING += ["study.probes", "study.jacobians", "study.snr", "study.tasks.adding", "study.cut"]
 TRAINING += ["study.checkpoint"]

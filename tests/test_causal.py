@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.analysis import cut_label, fisher_exact, model_label, newcombe, wilson
+from study.analysis import fisher_exact, newcombe, wilson
 from study.causal import arms_table, verdicts
+from study.labels import cut_label, model_label
 from tests.conftest import ROOT
 
 

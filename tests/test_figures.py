@@ -25,7 +25,7 @@ def test_describe_states_task_lags_size_seeds_and_budget():
         {
             "task": "Adding",
             "cfg.task.variant": "arjovsky2016",
-            "cfg.task.length": [25, 50, 25, 50, 25, 50],
+            "T": [25, 50, 25, 50, 25, 50],
             "hidden_size": 64,
             "config": ["a", "b"] * 3,
             "seed": [0, 0, 1, 1, 2, 2],
@@ -37,7 +37,7 @@ def test_describe_states_task_lags_size_seeds_and_budget():
         describe(runs)
         == "Adding (arjovsky2016), T = 25, 50, H = 64, 3 seeds, 3000 steps × batch 50"
     )
-    init = runs.assign(steps=0, seed=0, **{"cfg.task.length": range(10, 70, 10)})
+    init = runs.assign(steps=0, seed=0, T=range(10, 70, 10))
     assert describe(init) == "Adding (arjovsky2016), T = 10–60, H = 64, 1 seed, batch 50 at init"
 
 

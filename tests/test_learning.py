@@ -206,7 +206,7 @@ def test_the_1997_runs_stand_beside_the_papers_means_and_no_other_runs_do():
             "eval_metric": [0.999, 0.990, 0.995, 1.0, 0.998, 0.9, 0.99],
         }  # fmt: skip
     )
-    runs["model"] = runs.model + "/" + runs.task  # one model name per task, as with_model gives
+    runs["model"] = runs.model + "/" + runs.task  # one model name per task (study.labels)
     speed = pd.DataFrame(
         {
             "model": ["cec/Adding", "cec/TemporalOrder", "lstm/Adding", "cec/Adding"],

@@ -160,6 +160,7 @@ def test_report_out_a_folder_is_one_line(tiny_study, tmp_path):
 def test_learning_curves_have_one_legend_entry_per_model_and_T_in_its_cells_colour(seeds):
     import matplotlib.colors as mcolors
 
+    from study.labels import vocabulary
     from study.plots import color
     from study.report import MANY_RUNS, curves_plot
 
@@ -178,6 +179,7 @@ def test_learning_curves_have_one_legend_entry_per_model_and_T_in_its_cells_colo
     runs["steps"], runs["cfg.train.batch_size"], runs["hidden_size"] = 20, 4, 8
     runs["cfg.model.recurrent_init"] = "default"
     runs["task"], runs["config"] = "Adding", runs.cell + runs["cfg.task.length"].astype(str)
+    runs = vocabulary(runs)  # model, T, lr: as load_runs gives them
     fig = curves_plot(runs, pd.DataFrame(rows))
     legend = [t for t in fig.data if t.showlegend is not False]
     assert len(legend) == 4  # (rnn, gru) x (T = 10, 20)

@@ -130,7 +130,7 @@ def test_each_tuned_rate_is_the_rules_pick_from_the_committed_learning_rate_swee
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from study.analysis import model_label
+    from study.labels import model_label
     from study.rundir import flatten
     from tests.conftest import ROOT
 
