@@ -144,9 +144,9 @@ def check_keys(cfg: DictConfig) -> None:
         if not isinstance(target, str):
             raise ConfigError(f"{prefix}._target_ is missing: name the class or function to build")
         try:
-            from hydra._internal.utils import _locate
+            from hydra.utils import get_object
 
-            params = inspect.signature(_locate(target)).parameters
+            params = inspect.signature(get_object(target)).parameters
         except Exception as e:
             raise ConfigError(f"{prefix}._target_={target!r} cannot be imported: {e}") from e
         if any(p.kind == p.VAR_KEYWORD for p in params.values()):

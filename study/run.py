@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from study import rundir
 from study.checks import suggest
+from study.hydra_private import command_line, value_text
 from study.job import ConfigError, build, identity_error, one_line, run_job
 from study.sweep import SweepSummary, sweep_jobs
 
@@ -133,10 +134,9 @@ def precheck(argv: list[str]) -> dict[str, str]:
     first value), so that each bad value is caught; then check the launcher, out_dir, and every
     existing run directory of the sweep against its config. Exit with one line on an error.
     Returns each glob() override with its expansion as an explicit list, for Hydra to sweep."""
-    from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.types import Override
 
-    args, _ = get_args_parser().parse_known_args(argv)
+    args = command_line(argv)
     if args.help:
         try:
             print_help(args.overrides, resolve=args.resolve)
@@ -152,11 +152,7 @@ def precheck(argv: list[str]) -> dict[str, str]:
         )
 
     def render(o: Override, value) -> str:
-        return (
-            o.input_line
-            if o.is_delete()
-            else f"{o.get_key_element()}={o._get_value_element_as_str(value)}"
-        )
+        return o.input_line if o.is_delete() else f"{o.get_key_element()}={value_text(o, value)}"
 
     base = [render(o, c[0]) for o, c in zip(parsed, choices)]
     variants = [base] + [
@@ -181,8 +177,7 @@ def precheck(argv: list[str]) -> dict[str, str]:
     # the sweeps as explicit lists (a glob expanded): sweep_jobs needs no config loader, and
     # Hydra's own sweeper, which expands a glob over conf/ only, gets the searchpath's options
     explicit = {
-        o.input_line: f"{o.get_key_element()}="
-        + ",".join(o._get_value_element_as_str(v) for v in c)
+        o.input_line: f"{o.get_key_element()}=" + ",".join(value_text(o, v) for v in c)
         for o, c in zip(parsed, choices)
         if o.is_sweep_override()
     }

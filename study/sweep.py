@@ -16,13 +16,13 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from study import rundir
+from study.hydra_private import sweep_jobs_of
 
 ORDER = ["completed", "skipped", "diverged", "failed", "damaged", "unfinished", "running elsewhere"]
 ORDER += ["missing"]
@@ -40,7 +40,7 @@ def sweep_jobs(config: DictConfig, overrides: list[str] | None = None) -> list[l
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(  # glob() needs it
         [f"{k}={v}" for k, v in params.items()] + overrides
     )
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    return sweep_jobs_of(parsed)
 
 
 def sweep_run_dirs(config: DictConfig) -> list[Path]:

@@ -32,3 +32,14 @@ def test_reading_results_does_not_load_torch_or_the_training_stack(module):
 @pytest.mark.parametrize("module", TRAINING)
 def test_models_and_training_do_not_load_hydra(module):
     assert not {m for m in loaded(module) if m == "hydra" or m.startswith("hydra.")}
+
+
+def test_hydras_private_apis_are_used_in_one_module_only():
+    """hydra._internal and Override's private methods appear in study/hydra_private.py alone."""
+    users = [
+        p.relative_to(ROOT).as_posix()
+        for p in sorted((ROOT / "study").rglob("*.py"))
+        if p.name != "hydra_private.py"
+        and ("hydra._internal" in p.read_text() or "._get_value_element" in p.read_text())
+    ]
+    assert users == []
