@@ -69,7 +69,7 @@ def arms_table(runs, metrics, evidence, flow) -> pd.DataFrame:
     for name, step in (("reach_init", 0), ("reach_early", early)):
         if step is None:
             continue
-        r = learning.gradient_reach(evidence, flow, runs, step).merge(runs[["path", *BY]])
+        r = learning.gradient_reach(evidence, flow, step).merge(runs[["path", *BY]])
         reach[name] = r.groupby(BY).reach.median()
     table = rates.merge(speed[[*BY, "median"]].rename(columns={"median": "to_solve"}), on=BY)
     table = table.merge(

@@ -152,9 +152,7 @@ def plateau(metrics: pd.DataFrame, runs: pd.DataFrame, last: float = 0.5) -> pd.
     return pd.DataFrame(rows, columns=columns)  # the columns also when no run is given
 
 
-def gradient_reach(
-    evidence: pd.DataFrame, flow: pd.DataFrame, runs: pd.DataFrame, step: int = 0
-) -> pd.DataFrame:
+def gradient_reach(evidence: pd.DataFrame, flow: pd.DataFrame, step: int = 0) -> pd.DataFrame:
     """Per run, at training `step` (0: initialisation): the median over the probe batch of
     ||dl/dx_t|| at each example's earliest evidence position (the longest lag the task asks it
     to bridge), over the median ||dl/dx_t|| at the last step (lag 0). The fraction of the error
@@ -207,7 +205,7 @@ def reach_vs_learning(
     over the runs probed at that step (a run that stopped before it has no probe there).
     "A network learns the lags its gradient reaches" predicts a negative rho."""
     d = vocabulary(runs)[["path", "model", "cell", "T", "lr", "solved"]]
-    d = d.merge(gradient_reach(evidence, flow, runs, step=step), on="path")
+    d = d.merge(gradient_reach(evidence, flow, step=step), on="path")
     d = d.merge(solve_times(metrics, runs), on="path")
     d["to_solve"] = d.sequences_to_solve.fillna(np.inf)
     # ranks need no log: a reach that underflowed to 0 (the GRU at T = 1000) ranks lowest

@@ -36,7 +36,7 @@ def run_scalars(run_dir: Path) -> pd.DataFrame:
         fl = pd.read_parquet(flow).assign(path=run_dir.name)
         tag = "probe/reach_earliest_evidence"
         for step in sorted(ev.step[ev.quantity == "input_grad"].unique()):
-            reach = gradient_reach(ev, fl, None, step=int(step)).reach
+            reach = gradient_reach(ev, fl, step=int(step)).reach
             if len(reach) and pd.notna(reach.iloc[0]):
                 rows.append(pd.DataFrame({"tag": [tag], "step": [step], "value": [reach.iloc[0]]}))
     return pd.concat(rows, ignore_index=True).dropna(subset=["value"])

@@ -177,7 +177,7 @@ def beside_probes(w: pd.DataFrame, runs: pd.DataFrame, tables: dict) -> pd.DataF
     cell brings to each lag before the rate acts. (A run that solved stopped before its next
     probe, so the edges have no later probe to compare.)"""
     keys = ["model", "T"]
-    reach = gradient_reach(tables["evidence"], tables["grad_flow"], runs)
+    reach = gradient_reach(tables["evidence"], tables["grad_flow"])
     reach = reach.merge(runs[["path", *keys]], on="path").groupby(keys).reach.median()
     lyap = tables["lyapunov"]
     top = lyap[(lyap["index"] == 1) & (lyap.step == 0)].groupby("path").value.median()

@@ -309,7 +309,7 @@ def test_gradient_reach_is_the_median_at_the_earliest_evidence_over_the_last_ste
     evidence, flow = pd.DataFrame(rows), pd.DataFrame(flow)
     assert early_step(evidence) == 1000 and early_step(evidence[evidence.step == 0]) is None
     for step in (0, 1000):
-        got = gradient_reach(evidence, flow, pd.DataFrame({"path": ["p", "q"]}), step=step)
+        got = gradient_reach(evidence, flow, step=step)
         assert got.set_index("path").reach.to_dict() == pytest.approx(expected[step])
 
 

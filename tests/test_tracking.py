@@ -61,7 +61,7 @@ def test_tensorboard_logs_each_runs_scalars_and_config_under_its_run_id(tmp_path
 def _expected_reach(run):
     ev = pd.read_parquet(run / "evidence.parquet").assign(path=run.name)
     flow = pd.read_parquet(run / "grad_flow.parquet").assign(path=run.name)
-    return gradient_reach(ev, flow, None, step=0).reach.iloc[0]
+    return gradient_reach(ev, flow, step=0).reach.iloc[0]
 
 
 def test_mlflow_logs_each_run_by_its_run_id_and_a_retrained_run_replaces_it(tmp_path, monkeypatch):
