@@ -56,6 +56,14 @@ show("fig6d_curves", RESULTS, FIGURES)
 # %%
 show("fig6e_lr_window", RESULTS, FIGURES)
 
+# %% [markdown]
+# The same rates at T = 50, 100 and 500 for the five main cells (`study_lr_lag`): how the
+# window moves with the lag; `study-learning results/reference --windows` prints its edges
+# and their power laws against T.
+
+# %%
+show("fig6g_lr_window_by_lag", RESULTS, FIGURES)
+
 # %%
 show("fig6f_curves_copy", RESULTS, FIGURES)
 

@@ -243,6 +243,7 @@ FIGURES = {  # the study's figures: file name -> (kind, experiments to read, in 
     "fig6c_reach": ("study_reach", ("study_adding",)),
     "fig6d_curves": ("study_curves", ("study_adding",)),
     "fig6e_lr_window": ("study_lr_window", ("study_lr",)),
+    "fig6g_lr_window_by_lag": ("study_lr_window", ("study_lr_lag",)),
     "fig6f_curves_copy": ("study_curves", ("study_copy",)),
     "fig7a_causal_success": ("causal_success", ("study_causal",)),
     "fig7b_causal_gradient": ("causal_gradient", ("study_causal",)),

@@ -49,45 +49,50 @@ def success(runs: pd.DataFrame, against: str = "T"):
     """Seeds solved (the task's own criterion) per model and T (or learning rate:
     against="lr"), as a grid: each cell reads k/n with its 95 % Wilson interval and is shaded by
     the rate; a cell not run is blank. Rows are the models in the study's order, each labelled in
-    its cell's colour. A grid reads where overlapping error bars over nine models do not."""
-    r = vocabulary(runs)
-    rates = learning.success_rates(r, by=("model", against))
-    order, colors = _models(r)
-    values = sorted(rates[against].unique())
-    grid = rates.pivot(index="model", columns=against, values="rate").reindex(order)[values]
-    text = (
-        rates.assign(
-            text=rates.k.astype(str)
-            + "/"
-            + rates.n.astype(str)
-            + "\n["
-            + rates.lo.map("{:.2f}".format)
-            + ", "
-            + rates.hi.map("{:.2f}".format)
-            + "]"
-        )
-        .pivot(index="model", columns=against, values="text")
-        .reindex(order)[values]
+    its cell's colour. A grid reads where overlapping error bars over nine models do not. Against
+    the learning rate with several lags, one grid per T, stacked, the rates aligned."""
+    order, colors = _models(runs)
+    panels = sorted(runs["T"].unique()) if against == "lr" else [None]
+    values = sorted(runs[against].unique())
+    height = sum(0.55 * runs[runs["T"] == T].model.nunique() if T else 0.55 * len(order)
+                 for T in panels) + 1.6 * len(panels)  # fmt: skip
+    fig, axes = plt.subplots(len(panels), 1, figsize=(1.25 * len(values) + 3.5, height),
+                             layout="constrained", squeeze=False)  # fmt: skip
+    for ax, T in zip(axes[:, 0], panels):
+        sub = runs if T is None else runs[runs["T"] == T]
+        rows = [m for m in order if m in set(sub.model)]
+        n = _success_grid(ax, sub, against, rows, values, colors)
+        where = "" if T is None or len(panels) == 1 else f" at T = {T}"
+        ax.set_title(f"n = {n} seeds per cell{where}", fontsize=9)
+    what = AXES[against][1]
+    fig.suptitle(
+        f"Seeds solved against {what} (the task's criterion), k/n [95 % Wilson interval]\n"
+        f"{describe(runs)}",
+        fontsize=9,
     )
-    fig, ax = plt.subplots(
-        figsize=(1.25 * len(values) + 3.5, 0.55 * len(order) + 1.6), layout="constrained"
-    )
+    return fig
+
+
+def _success_grid(ax, runs, against: str, rows: list[str], values: list, colors: dict) -> str:
+    """One success grid (rows: models, columns: the values of `against`) drawn on `ax`; returns
+    the seeds per cell as text."""
+    rates = learning.success_rates(runs, by=("model", against))
+    grid = rates.pivot(index="model", columns=against, values="rate").reindex(rows)
+    grid = grid.reindex(columns=values)
+    text = rates.k.astype(str) + "/" + rates.n.astype(str)
+    text += "\n[" + rates.lo.map("{:.2f}".format) + ", " + rates.hi.map("{:.2f}".format) + "]"
+    text = rates.assign(text=text).pivot(index="model", columns=against, values="text")
+    text = text.reindex(rows).reindex(columns=values)
     sns.heatmap(grid, ax=ax, cmap="Greens", vmin=0, vmax=1, annot=text.fillna(""), fmt="",
                 annot_kws={"fontsize": 7}, linewidths=0.5, linecolor="white",
-                cbar_kws={"label": f"fraction of seeds solved (n = {_n(rates.n)})"})  # fmt: skip
+                cbar_kws={"label": "fraction of seeds solved"})  # fmt: skip
     ax.set_xticklabels([f"{v:g}" for v in values], rotation=0)
     ax.set_xlabel(AXES[against][0])
     ax.set_ylabel("")
     for label in ax.get_yticklabels():
         label.set_color(colors[label.get_text()])
     ax.tick_params(axis="y", rotation=0)
-    what = AXES[against][1]
-    ax.set_title(
-        f"Seeds solved against {what} (the task's criterion), k/n [95 % Wilson interval]\n"
-        f"{describe(runs)}",
-        fontsize=9,
-    )
-    return fig
+    return _n(rates.n)
 
 
 def _n(n: pd.Series) -> str:

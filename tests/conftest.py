@@ -70,6 +70,13 @@ EXPERIMENTS = {
         "model=rnn,gru",
         "train.optimizer.lr=1e-3,1e-2,1e-1",  # 3 rates: a window sweep (study/windows.py)
     ],
+    "study_lr_lag": [
+        *TRAINED,
+        "task.length=5,10",
+        "ensemble=1",
+        "model=rnn,gru",
+        "train.optimizer.lr=1e-3,1e-2",
+    ],
     "study_copy": [*TRAINED, "task.length=3,6", "seed=0", "model=rnn,lstm_chrono"],
     # each cell at its own rate: two cells, one ensemble of 2 each, beside study_adding's RNN
     "study_tuned": [*TRAINED, "task.length=5", "seed=0", "ensemble=2", "tuned=rnn,gru"],
