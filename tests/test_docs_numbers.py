@@ -1,7 +1,8 @@
 """The study's numbers in the docs cannot drift from the committed runs: docs/numbers/NAME.txt is
 the output of `study-learning results/reference/NAME` (what docs/study.md, the guide and the
 README quote), recomputed here from the committed run directories and compared line by line;
-docs/numbers/windows.txt is `study-learning results/reference --windows`; the causal table of
+docs/numbers/windows.txt is `study-learning results/reference --windows`, docs/numbers/compute.txt
+`study-collect results/reference --compute` (quoted in the README); the causal table of
 docs/guide.md is parsed and its k/n compared with the arms table."""
 
 import contextlib
@@ -14,7 +15,8 @@ from study.learning import print_summary
 from tests.conftest import ROOT
 
 WINDOWS = ROOT / "docs" / "numbers" / "windows.txt"
-NUMBERS = sorted(set((ROOT / "docs" / "numbers").glob("*.txt")) - {WINDOWS})
+COMPUTE = ROOT / "docs" / "numbers" / "compute.txt"
+NUMBERS = sorted(set((ROOT / "docs" / "numbers").glob("*.txt")) - {WINDOWS, COMPUTE})
 REFERENCE = ROOT / "results" / "reference"
 
 
@@ -41,6 +43,20 @@ def test_the_committed_windows_are_what_the_committed_runs_give():
         print_windows(REFERENCE)
     command = "study-learning results/reference --windows > docs/numbers/windows.txt"
     assert buffer.getvalue() == WINDOWS.read_text(), f"the runs changed; regenerate: {command}"
+
+
+def test_the_committed_compute_is_what_the_runs_recorded_and_the_readme_quotes_it():
+    from study.collect import print_compute
+    from study.results import experiments
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        print_compute(experiments(REFERENCE))
+    command = "study-collect results/reference --compute > docs/numbers/compute.txt"
+    assert buffer.getvalue() == COMPUTE.read_text(), f"the runs changed; regenerate: {command}"
+    total = next(line for line in buffer.getvalue().splitlines() if line.startswith("total: "))
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert total.removeprefix("total: ") in readme
 
 
 def test_the_guides_causal_table_matches_the_committed_runs():
