@@ -36,12 +36,10 @@ test: $(STAMP) browser
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
-# The study's reference results, committed under results/reference: on 2 cores about 1.7 hours
-# for figures 1-5, 4.9 for study_adding at T <= 200, 0.3 for the 1997 experiments at T = 100,
-# about 1.3 for the 1997 adding problem at T = 500, 0.75 for study_copy, 1.3 for study_lr
-# (measured); the long lags about 3.5 on the CPU (the IRNN's and chrono LSTM's measured, the
-# GRU's estimated: its runs here came from a GPU; docs/study.md section 6). It resumes where it
-# stopped, skipping finished runs.
+# The study's reference results, committed under results/reference: every experiment of
+# REFERENCE, each `experiment=NAME`. What the committed runs took, measured from their run.json
+# (`study-collect results/reference --compute`), is in the README ("The reference study's
+# compute") and docs/numbers/compute.txt. It resumes where it stopped, skipping finished runs.
 reference: $(STAMP)
 	for e in $(REFERENCE); do $(PY) -m study.run -m experiment=$$e out_dir=results/reference $(PARALLEL) || exit 1; done
 	$(PY) -m study.figures results/reference --out results/figures
