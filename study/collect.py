@@ -1,6 +1,8 @@
 """`study-collect RESULTS`: per experiment, one consolidated parquet per table and a status
 table (per configuration: seeds completed, diverged, failed, damaged, running, missing).
 `study-collect RESULTS --compute`: only the measured compute, per experiment and device.
+`study-collect RESULTS --compact`: rewrite every finished run as this version writes its tables
+(study.rundir.compact), with the disk use before and after.
 
 RESULTS is any folder at or above experiment folders (study.results.experiments)."""
 
@@ -19,6 +21,7 @@ from study.results import (
     experiments_or_exit,
     load_runs,
     load_table,
+    run_dirs,
     status_table,
     writable_or_exit,
 )
@@ -97,6 +100,22 @@ def print_compute(found: dict[str, Path], workers: int = 2) -> None:
           " is not measured)")  # fmt: skip
 
 
+def disk_use(folder: Path) -> int:
+    """Bytes the files under `folder` take on disk as `du` counts them (whole 4 KiB blocks)."""
+    return sum(-(-f.stat().st_size // 4096) * 4096 for f in Path(folder).rglob("*") if f.is_file())
+
+
+def print_compact(found: dict[str, Path]) -> None:
+    """Compact every finished run of each experiment; one line per experiment."""
+    for name, folder in found.items():
+        before = disk_use(folder)
+        outcomes = pd.Series([rundir.compact(d) for d in run_dirs(folder)], dtype=object)
+        counts = outcomes.value_counts().sort_index()
+        after = disk_use(folder)
+        print(f"{name}: {', '.join(f'{n} {what}' for what, n in counts.items())};"
+              f" {before / 2**20:.1f} -> {after / 2**20:.1f} MiB on disk")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="an out_dir, an experiment, or a folder above")
@@ -109,11 +128,21 @@ def main(argv: list[str] | None = None) -> None:
         help="only print each experiment's measured compute (process hours per device, from"
         " run.json) and the total; writes nothing",
     )
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="rewrite every finished run's tables as this version writes them (unread rows"
+        " dropped, kept rows unchanged, run.json resealed); unfinished and damaged runs are left"
+        " alone",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     found = experiments_or_exit(parser, args.results)
     if args.compute:
         print_compute(found)
+        return
+    if args.compact:
+        print_compact(found)
         return
     if args.out is not None:
         writable_or_exit(parser, args.out)

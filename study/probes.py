@@ -4,7 +4,8 @@
 and later steps and back through the recurrence. For the LSTM, dL/dc_t includes the same-step
 path through h_t = o_t * tanh(c_t), as in the usual BPTT delta. Norms are per example (the
 gradient of that example's own loss, not of the batch mean) so they do not depend on the batch
-size, then summarised over the batch by mean, median and the 10th/90th percentiles.
+size, then summarised over the batch by mean and median (the statistics the readers use,
+study.rundir.FLOW_STATS).
 Left-padded positions are left out. Probes run in float64 on a copy of the model, on the batch
 of the step they describe.
 
@@ -26,10 +27,10 @@ Quantities (the `quantity` column of grad_flow.parquet; `state` says which tenso
   grad_signal, grad_noise, grad_snr
                        the gradient signal-to-noise per lag (state theta, stat "value";
                        study/snr.py)
-Besides: evidence.parquet holds, per example, the gradient at the task's evidence positions with
-their lag; weights.parquet the spectra of W_hh per gate block; lyapunov.parquet the top Lyapunov
-exponents per example; metrics.parquet gets the effective horizon, the largest Lyapunov exponent
-and how many are near zero.
+Besides: evidence.parquet holds, per example, ||dl/dx_t|| at the task's evidence positions with
+their lag (quantity input_grad); weights.parquet the spectra of W_hh per gate block;
+lyapunov.parquet the top Lyapunov exponents per example; metrics.parquet gets the effective
+horizon, the largest Lyapunov exponent and how many are near zero.
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from study import rundir
 from study.checks import require_int, require_number
 from study.jacobians import jacobian_spectra, log_spaced_lags, recurrent_spectra
 from study.model import SequenceModel
 from study.snr import gradient_snr
 from study.tasks.base import Batch, Task
 
-STATS = {"mean": None, "median": 0.5, "q10": 0.1, "q90": 0.9}  # statistic -> quantile
+QUANTILE = {"mean": None, "median": 0.5}  # statistic -> quantile (None: the mean)
+STATS = {stat: QUANTILE[stat] for stat in rundir.FLOW_STATS}
 FLOW_COLUMNS = ["step", "quantity", "state", "position", "lag", "stat", "value"]
 
 
@@ -316,26 +319,19 @@ def run_probes(
             summary = {"theta": {"value": snr[name].cpu().numpy()}}
             rows.append(tidy(step, f"grad_{name}", summary, T))
 
-    # the gradient at the task's evidence positions, per example, with its lag
+    # ||dl/dx_t|| at the task's evidence positions, per example, with its lag
     ev = b.evidence
-    lag = (T - 1 - ev).cpu().numpy()
     n_ev = ev.shape[1]
-    evidence = pd.concat(
-        [
-            pd.DataFrame(
-                {
-                    "step": step,
-                    "example": np.repeat(np.arange(B), n_ev),
-                    "evidence": np.tile(np.arange(n_ev), B),
-                    "position": ev.cpu().numpy().ravel(),
-                    "lag": lag.ravel(),
-                    "quantity": quantity,
-                    "value": values.gather(1, ev).detach().cpu().numpy().ravel(),
-                }
-            )
-            for quantity, values in (("input_grad", input_grad), ("grad_norm_h", norms["h"]))
-        ],
-        ignore_index=True,
+    evidence = pd.DataFrame(
+        {
+            "step": step,
+            "example": np.repeat(np.arange(B), n_ev),
+            "evidence": np.tile(np.arange(n_ev), B),
+            "position": ev.cpu().numpy().ravel(),
+            "lag": (T - 1 - ev).cpu().numpy().ravel(),
+            "quantity": "input_grad",
+            "value": input_grad.gather(1, ev).detach().cpu().numpy().ravel(),
+        }
     )
 
     weights = pd.DataFrame(

@@ -48,6 +48,15 @@ TABLES = {  # table name -> file
     "lyapunov": "lyapunov.parquet",
 }
 FINISHED = ("completed", "diverged")  # statuses that a resumed sweep skips
+# The rows a run keeps are the ones the readers use: grad_flow's batch statistics (plus "value",
+# the one number per lag of the SNR rows) and evidence's quantities. The probes record only these
+# (study/probes.py); `compact` drops the rest from runs that earlier versions wrote.
+FLOW_STATS = ("mean", "median")
+EVIDENCE_QUANTITIES = ("input_grad",)
+KEEP = {  # table -> (column, values kept)
+    "grad_flow": ("stat", (*FLOW_STATS, "value")),
+    "evidence": ("quantity", EVIDENCE_QUANTITIES),
+}
 
 # Config keys that do not change what a run computes, so they are neither in its run id nor in
 # its fingerprint. threads, device and ensemble change the order in which float sums are
@@ -212,7 +221,12 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write(path, lambda p: frame.to_parquet(p, index=False))
+    """zstd, and no per-column min/max statistics: nothing here filters row groups by them, and
+    in a run's small tables they are half the file. Values stay float64: gradients reach 1e-318
+    at long lags, far below float32's range (1e-38), and their tails are what the study plots."""
+    atomic_write(
+        path, lambda p: frame.to_parquet(p, index=False, compression="zstd", write_statistics=False)
+    )
 
 
 def sha256(path: Path) -> str:
@@ -237,6 +251,35 @@ def seal(run_dir: Path, info: dict) -> None:
     files = [CONFIG, *TABLES.values()]
     sums = {f: sha256(run_dir / f) for f in files if (run_dir / f).exists()}
     write_json(run_dir / RUN_JSON, {**info, "checksums": sums})
+
+
+def compact(run_dir: Path) -> str:
+    """Rewrite a finished run's tables as this version writes them (KEEP's rows, write_parquet's
+    encoding) and reseal run.json with the new checksums; every kept row is unchanged. Returns
+    "compacted", "compact" (nothing to change) or why the run was left alone (unfinished, or
+    damaged: a damaged run is evidence of a fault and is not resealed). A kill between the
+    table renames and the reseal leaves the run reading as damaged, so it is redone, never
+    passed off as intact."""
+    run_dir = Path(run_dir)
+    info = read_run_json(run_dir)
+    state = status(run_dir)
+    if state not in FINISHED:
+        return f"left alone: {state}"
+    old = {f: sha256(run_dir / f) for f in TABLES.values() if (run_dir / f).exists()}
+    for name, file in TABLES.items():
+        path = run_dir / file
+        if path.exists():
+            frame = pd.read_parquet(path)
+            if name in KEEP and len(frame):
+                column, kept = KEEP[name]
+                frame = frame[frame[column].isin(kept)].reset_index(drop=True)
+            write_parquet(path, frame)
+    new = {f: sha256(run_dir / f) for f in old}
+    if new == old:
+        return "compact"
+    info.pop("checksums", None)
+    seal(run_dir, info)
+    return "compacted"
 
 
 # ---- reads ---------------------------------------------------------------------------------------

@@ -106,8 +106,7 @@ def test_batch_summary_matches_numpy():
         v = values[valid[:, t], t]
         np.testing.assert_allclose(out["mean"][t], v.mean(), rtol=1e-12)
         np.testing.assert_allclose(out["median"][t], np.median(v), rtol=1e-12)
-        np.testing.assert_allclose(out["q10"][t], np.percentile(v, 10), rtol=1e-12)
-        np.testing.assert_allclose(out["q90"][t], np.percentile(v, 90), rtol=1e-12)
+    assert set(out) == {"mean", "median"}  # the statistics the readers use (rundir.FLOW_STATS)
 
 
 def test_a_sparser_probe_schedule_records_the_same_values_at_its_steps():

@@ -42,7 +42,7 @@ PRINTS |= {"_print_tables", "_print_reach", "_print_reach_medians"}  # print_sum
 PRINTS |= {f"{t}_table" for t in ("targets", "ensemble", "speed", "probe", "memory", "scan")}
 PRINTS |= {"cuts_table", "lstm1997_table"}
 PRINTS |= {"print_help"}  # study-run --help: the help text is the command's output
-PRINTS |= {"print_compute", "print_windows", "print_beside"}  # --compute, --windows output
+PRINTS |= {"print_compute", "print_windows", "print_beside", "print_compact"}  # --compute etc.
 
 
 def test_library_code_logs_instead_of_printing():
