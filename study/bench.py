@@ -315,7 +315,7 @@ def run_s(cell, H, B, T, steps, log_every, probes: ProbeSettings) -> float:
         steps=steps, batch_size=B, log_every=log_every, eval_size=1000, checkpoint_every=0
     )
     t0 = time.perf_counter()
-    train(model, Adding(T), ADAM, settings, seed=0, probes=probes, progress=False)
+    train(Single(model), Adding(T), ADAM, settings, [0], probes=probes, progress=False)
     return time.perf_counter() - t0
 
 

@@ -1,8 +1,9 @@
 """One Hydra job, from composed config to run directories: validate, build, skip, lock, train.
 
-This is the only module besides the entry point that knows about Hydra's config objects: it
-instantiates the `_target_`s of the config groups. Run identity and the files of a run directory
-belong to study/rundir.py.
+With the entry point (study/run.py), the sweep callback (study/sweep.py) and
+study/hydra_private.py, this is one of the modules that know Hydra's config objects; it alone
+instantiates the `_target_`s of the config groups and hands plain objects to the training loop.
+Run identity and the files of a run directory belong to study/rundir.py.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from omegaconf.errors import OmegaConfBaseException
 from study import allocator, rundir
 from study.checkpoint import CheckpointFile
 from study.checks import require_at_most, require_bool, require_int, suggest
-from study.ensemble import Ensemble
+from study.ensemble import Ensemble, Single
 from study.model import SequenceModel
 from study.probes import ProbeSettings
 from study.tasks.base import Task
-from study.train import TrainSettings, train, train_members
+from study.train import TrainSettings, train
 
 log = logging.getLogger(__name__)
 
@@ -325,90 +326,96 @@ def track(cfg: DictConfig, experiment: str, run_dirs: list[Path]) -> None:
 
 
 def _train(cfg, experiment, overrides, jobs: dict, outs: dict) -> list[str]:
-    todo = list(jobs)
+    """Train the job's runs still to do (seed -> (config, Job)) together, one run directory each:
+    run.json "running" first, the tables and the sealed run.json last."""
+    todo, job = list(jobs), jobs[next(iter(jobs))][1]
     allocator.configure(cfg.threads)
-    infos, checkpoints = {}, {}
     try:
-        for seed in todo:
-            member_cfg, job = jobs[seed]
-            out = outs[seed]
-            infos[seed] = {
-                "run_id": out.name,
-                "experiment": experiment,
-                "overrides": overrides,
-                "seed": seed,
-                "steps": job.settings.steps,
-                "cell": job.model.cell.kind,
-                "memory": job.model.cell.memory,  # the state that carries memory across steps
-                "hidden_size": job.model.cell.hidden_size,
-                "n_params": job.model.n_params(),
-                "task": type(job.task).__name__,
-                "input_length": input_length(job.task),
-                "device": job.device,
-                "metric_name": job.task.metric_name,
-                "baseline": job.task.baseline,
-                "sweep": os.environ.get(rundir.SWEEP_ENV),
-                **({"ensemble_seeds": todo} if len(todo) > 1 else {}),
-                **rundir.provenance(),
-            }
-            checkpoints[seed] = CheckpointFile(out)
-            if cfg.rerun:
-                checkpoints[seed].remove()  # a forced rerun starts from scratch
-            elif checkpoints[seed].path.exists():
-                log.info("resume %s/%s from its checkpoint", experiment, out.name)
-            rundir.write_text(out / rundir.CONFIG, OmegaConf.to_yaml(member_cfg, resolve=True))
-            rundir.write_json(out / rundir.RUN_JSON, {**infos[seed], "status": "running"})
+        infos, checkpoints = start_runs(cfg, experiment, overrides, jobs, outs)
     except OSError as e:
         if not rundir.is_disk_error(e):
             raise
-        log.error("error: cannot write %s: %s", e.filename or outs[seed], e.strerror)
+        log.error("error: cannot write %s: %s", e.filename or outs[todo[0]], e.strerror)
         return ["failed"]
-
-    job = jobs[todo[0]][1]
-    common = dict(probes=job.probes, progress=cfg.progress, device=job.device)
+    models = [jobs[seed][1].model for seed in todo]
+    members = Single(models[0]) if len(models) == 1 else Ensemble(models)
     start = time.perf_counter()
     with run_logs({seed: outs[seed] for seed in todo}, fresh=bool(cfg.rerun)):
-        return _fit(cfg, experiment, jobs, outs, infos, checkpoints, common, start)
-
-
-def _fit(cfg, experiment, jobs, outs, infos, checkpoints, common, start) -> list[str]:
-    todo, job = list(jobs), jobs[next(iter(jobs))][1]
-    try:
-        if len(todo) == 1:  # a single run (or the one member of an ensemble still to do)
-            one = checkpoints[todo[0]]
-            args = (job.model, job.task, job.make_optimizer, job.settings, todo[0])
-            records = [train(*args, checkpoint=one, **common)]
-        else:
-            members = Ensemble([jobs[seed][1].model for seed in todo])
-            args = (members, job.task, job.make_optimizer, job.settings, todo)
-            records = train_members(*args, checkpoints=[checkpoints[s] for s in todo], **common)
-        wall_time = time.perf_counter() - start
-        for seed, rec in zip(todo, records):
-            out = outs[seed]
-            rundir.write_tables(out, rec.tables())
-            info = infos[seed] | {"status": rec.status, "wall_time_s": wall_time, **rec.final}
-            rundir.seal(out, info)  # last: from now on it reads as finished
-            checkpoints[seed].remove()
-            log.info("%-9s %s%s", rec.status, out, rundir.sweep_progress())
-    except Exception as e:
-        disk = rundir.is_disk_error(e)
-        for seed in todo:
-            if rundir.is_finished(outs[seed]):
-                continue
-            info = infos[seed] | {"status": "failed", "traceback": traceback.format_exc()}
-            info["wall_time_s"] = time.perf_counter() - start
-            try:
-                rundir.write_json(outs[seed] / rundir.RUN_JSON, info)
-            except OSError:
-                pass  # the disk that failed the run may not take its run.json either
-            where = f"cannot write {e.filename}: {e.strerror}" if disk else one_line(e)[:200]
-            log.error(
-                "FAILED %s/%s: %s%s", experiment, outs[seed].name, where, rundir.sweep_progress()
-            )
-        return ["failed"]
-    finally:
-        allocator.release()  # the memory kept for speed goes back before the next job of a worker
+        try:
+            records = train(members, job.task, job.make_optimizer, job.settings, todo, job.probes,
+                            cfg.progress, [checkpoints[s] for s in todo], job.device)  # fmt: skip
+            wall_time = time.perf_counter() - start  # the job's: every member trained throughout
+            for seed, rec in zip(todo, records):
+                info = infos[seed] | {"wall_time_s": wall_time}
+                seal_run(outs[seed], info, rec, checkpoints[seed])
+        except Exception as e:
+            fail_runs(experiment, todo, outs, infos, e, time.perf_counter() - start)
+            return ["failed"]
+        finally:
+            allocator.release()  # memory kept for speed goes back before the worker's next job
     return [rec.status for rec in records]
+
+
+def start_runs(cfg, experiment, overrides, jobs: dict, outs: dict):
+    """Write each run's config.yaml and a run.json saying "running" (its provenance), and open
+    its checkpoint (removed for rerun=true); the infos and checkpoints by seed."""
+    todo, infos, checkpoints = list(jobs), {}, {}
+    for seed in todo:
+        member_cfg, job = jobs[seed]
+        out = outs[seed]
+        infos[seed] = {
+            "run_id": out.name,
+            "experiment": experiment,
+            "overrides": overrides,
+            "seed": seed,
+            "steps": job.settings.steps,
+            "cell": job.model.cell.kind,
+            "memory": job.model.cell.memory,  # the state that carries memory across steps
+            "hidden_size": job.model.cell.hidden_size,
+            "n_params": job.model.n_params(),
+            "task": type(job.task).__name__,
+            "input_length": input_length(job.task),
+            "device": job.device,
+            "metric_name": job.task.metric_name,
+            "baseline": job.task.baseline,
+            "sweep": os.environ.get(rundir.SWEEP_ENV),
+            **({"ensemble_seeds": todo} if len(todo) > 1 else {}),
+            **rundir.provenance(),
+        }
+        checkpoints[seed] = CheckpointFile(out)
+        if cfg.rerun:
+            checkpoints[seed].remove()  # a forced rerun starts from scratch
+        elif checkpoints[seed].path.exists():
+            log.info("resume %s/%s from its checkpoint", experiment, out.name)
+        rundir.write_text(out / rundir.CONFIG, OmegaConf.to_yaml(member_cfg, resolve=True))
+        rundir.write_json(out / rundir.RUN_JSON, {**infos[seed], "status": "running"})
+    return infos, checkpoints
+
+
+def seal_run(out: Path, info: dict, rec, checkpoint: CheckpointFile) -> None:
+    """A trained run's tables, then its run.json with status and checksums: from now on it
+    reads as finished; its checkpoint goes."""
+    rundir.write_tables(out, rec.tables())
+    rundir.seal(out, info | {"status": rec.status, **rec.final})
+    checkpoint.remove()
+    log.info("%-9s %s%s", rec.status, out, rundir.sweep_progress())
+
+
+def fail_runs(experiment, todo, outs, infos, e: BaseException, wall_time: float) -> None:
+    """Every unsealed run of a job that raised: run.json "failed" with the traceback (where the
+    disk takes it), and one line naming the run and the cause."""
+    disk = rundir.is_disk_error(e)
+    for seed in todo:
+        if rundir.is_finished(outs[seed]):
+            continue
+        info = infos[seed] | {"status": "failed", "traceback": traceback.format_exc()}
+        info["wall_time_s"] = wall_time
+        try:
+            rundir.write_json(outs[seed] / rundir.RUN_JSON, info)
+        except OSError:
+            pass  # the disk that failed the run may not take its run.json either
+        where = f"cannot write {e.filename}: {e.strerror}" if disk else one_line(e)[:200]
+        log.error("FAILED %s/%s: %s%s", experiment, outs[seed].name, where, rundir.sweep_progress())
 
 
 class RunLog(logging.FileHandler):

@@ -19,8 +19,7 @@ from tqdm.auto import tqdm
 
 from study.checks import require_bool, require_int, require_number
 from study.ensemble import Ensemble, Single
-from study.model import SequenceModel
-from study.probes import ProbeSettings, run_probes
+from study.probes import ProbeResult, ProbeSettings, run_probes
 from study.tasks.base import Batch, Task
 
 logger = logging.getLogger(
@@ -271,30 +270,6 @@ def evaluate(
 
 
 def train(
-    model: SequenceModel,
-    task: Task,
-    make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
-    settings: TrainSettings,
-    seed: int,
-    probes: ProbeSettings | None = None,
-    progress: bool | None = None,
-    checkpoint: Checkpoint | None = None,
-    device: str | torch.device = "cpu",
-) -> Records:
-    """Train `model` on `task`. The model must already be initialised from `seed`.
-
-    progress: True/False forces the bar; None shows it only when stderr is a terminal.
-    checkpoint: where to save and resume from. A resumed run continues from its last checkpoint
-    (model, optimiser, data stream and records so far) and ends with exactly the records of an
-    uninterrupted run.
-    device: where the model trains; batches are generated on the CPU (seeded) and moved there.
-    """
-    members, checkpoints = Single(model), [checkpoint]
-    args = (task, make_optimizer, settings, [seed], probes, progress, checkpoints, device)
-    return train_members(members, *args)[0]
-
-
-def train_members(
     members: Members,
     task: Task,
     make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
@@ -305,147 +280,166 @@ def train_members(
     checkpoints: list[Checkpoint | None] | None = None,
     device: str | torch.device = "cpu",
 ) -> list[Records]:
-    """Train one model (`Single`) or a seed ensemble, member e on the data of seeds[e]; each
-    member's records are those `train` gives its model alone (for an ensemble, up to float
-    rounding: batched matmuls sum in another order). A member that diverges stops recording;
-    the others go on. With `settings.stop_on_solve`, a member stops (status completed) at the
-    first evaluation where the task is solved, with `settings.stream_window` at the first step
-    where the stream rule holds (an evaluation is added there); the others go on. Checkpoints:
-    one per member, in `train`'s format; a run resumes only when every member has one, from the
-    same step."""
+    """Train one model (`Single`: an ensemble of one) or a seed ensemble, member e on the data
+    of seeds[e]; each member's records are those it gets trained alone (in an ensemble up to
+    float rounding: batched matmuls sum in another order). The models must already be
+    initialised from their seeds.
+
+    Each step reads: sample -> gradient -> probe if due -> stream rule -> evaluate if due ->
+    record -> update -> checkpoint if due. A member that diverges stops recording; with
+    `settings.stop_on_solve` so does one at its first evaluation that solves the task, with
+    `settings.stream_window` one at the first step where the stream rule holds (an evaluation
+    is added there); the others go on.
+
+    progress: True/False forces the bar; None shows it only when stderr is a terminal.
+    checkpoints: one per member (or None); a run resumes only when every member has one, from
+    the same step, and then ends with exactly the records of an uninterrupted run.
+    device: where the models train; batches are generated on the CPU (seeded) and moved there.
+    """
     s, probes, E = settings, probes or ProbeSettings(), members.size
-    gens = [data_generator(seed, "train") for seed in seeds]
     members.to(device)
-    evals_data = [task.sample(s.eval_size, data_generator(seed, "eval")) for seed in seeds]
-    eval_batches = [b.to(device) for b in evals_data]
-    params = list(members.parameters())
-    optimizer = make_optimizer(params)
-    records, start = [Records() for _ in seeds], 0
+    optimizer = make_optimizer(list(members.parameters()))
+    gens = [data_generator(seed, "train") for seed in seeds]
+    evals = [task.sample(s.eval_size, data_generator(seed, "eval")).to(device) for seed in seeds]
     checkpoints = checkpoints or [None] * E
-    saved = [c.load() if c is not None else None for c in checkpoints]
-    if all(x is not None for x in saved) and len({x["next_step"] for x in saved}) == 1:
-        members.load_states(saved, optimizer)
-        for gen, x in zip(gens, saved):
-            gen.set_state(x["generator"])
-        records, start = [x["records"] for x in saved], saved[0]["next_step"]
+    records, start, streams = resume(members, optimizer, gens, checkpoints, s)
     # a diverged member records no more; with stop_on_solve neither does a solved one
     active = [r.status == "completed" and not stopped(r, s) for r in records]
-    window = s.stream_window
-    streams = [Stream(window, s.stream_loss) for _ in seeds] if window else None
-    if streams and start:  # a resumed run refills the window it had
-        for stream, x in zip(streams, saved):
-            stream.recent.extend(x.get("stream", []))
 
     disable = None if progress is None else not progress
-    bar = tqdm(
-        range(start, s.steps + 1), desc="train", initial=start, total=s.steps + 1, disable=disable
-    )
+    bar = tqdm(range(start, s.steps + 1), desc="train", initial=start, total=s.steps + 1,
+               disable=disable)  # fmt: skip
     for step in bar:
         batches = [task.sample(s.batch_size, gen).to(device) for gen in gens]
-        log = step % s.log_every == 0 or step == s.steps
-        probe, costly = probes.due(step, s.steps, s.log_every)
         scales = cut_draws(members.cut, batches, seeds, step)
         losses, norms, per = gradient_step(
             members, task, optimizer, batches, s.clip_norm, streams is not None, scales
         )
-        probed = [None] * E
-        if probe:  # probe the models as they are before this step's update (not yet made)
-            # a member whose loss or gradient is not finite diverges below, unprobed: no probe
-            # (an SVD, an eigensolver) ever sees a non-finite state
-            finite = [math.isfinite(lo.item()) and math.isfinite(n.item()) for lo, n in
-                      zip(losses, norms)]  # fmt: skip
-            for e in filter(lambda e: active[e] and finite[e], range(E)):
-                model = members.member(e)
-                data = data_generator(seeds[e], f"probe-{step}")  # SNR draws, apart from training
-                probed[e] = run_probes(model, task, batches[e], step, probes, costly, data)
-                records[e].flow.append(probed[e].flow)
-                records[e].evidence.append(probed[e].evidence)
-                records[e].weights.append(probed[e].weights)
-                records[e].lyapunov.append(probed[e].lyapunov)
-        hit = [False] * E
-        if streams:
-            for e in filter(active.__getitem__, range(E)):
-                hit[e] = streams[e].holds_after(*per[e])
-            log = log or any(hit)  # evaluate where the rule stops a member
-        evals = evaluate(members, task, eval_batches, s.eval_chunk) if log else None
-
+        steps = [Step(step, lo.item(), n.item()) for lo, n in zip(losses, norms)]
+        probe_members(members, task, batches, steps, seeds, active, probes, s)
         for e in filter(active.__getitem__, range(E)):
-            rec, train_loss, grad_norm = records[e], losses[e].item(), norms[e].item()
-            if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
-                rec.metrics += [
-                    {"step": step, "name": "train_loss", "value": train_loss},
-                    {"step": step, "name": "grad_norm", "value": grad_norm},
-                ]
-                rec.status, rec.final, active[e] = "diverged", {"diverged_at_step": step}, False
-                what = f"train loss {train_loss}, gradient norm {grad_norm}"
-                logger.warning(
-                    "seed %d diverged at step %d (%s)",
-                    seeds[e],
-                    step,
-                    what,
-                    extra={"seed": seeds[e]},
-                )
-                continue
-            if log:
-                eval_loss, eval_metric = evals[e]
-                solved = bool(task.solved(eval_loss, eval_metric))
-                rec.metrics += [
-                    {"step": step, "name": "train_loss", "value": train_loss},
-                    {"step": step, "name": "grad_norm", "value": grad_norm},
-                    {"step": step, "name": "eval_loss", "value": eval_loss},
-                    {"step": step, "name": "eval_metric", "value": eval_metric},
-                    {"step": step, "name": "solved", "value": float(solved)},
-                ]
-                if solved and rec.solved_step is None and not streams:
-                    rec.solved_step = step
-                if hit[e]:  # the stream rule holds: the 1997 criterion of success
-                    rec.metrics.append({"step": step, "name": "stream_solved", "value": 1.0})
-                    rec.solved_step = step
-            if probed[e] is not None:
-                rec.metrics += [
-                    {"step": step, "name": k, "value": v} for k, v in probed[e].scalars.items()
-                ]
-            if log:
-                metric = f"{task.metric_name} {eval_metric:.3g}"
-                losses_now = f"train loss {train_loss:.4g}, eval loss {eval_loss:.4g}"
-                logger.debug(
-                    "step %d/%d: %s, %s",
-                    step,
-                    s.steps,
-                    losses_now,
-                    metric,
-                    extra={"seed": seeds[e]},
-                )
-                rec.final = {
-                    "step": step,
-                    "eval_loss": eval_loss,
-                    "eval_metric": eval_metric,
-                    "solved": solved,
-                    "solved_step": rec.solved_step,
-                }
-                if stopped(rec, s):  # stop-on-solve: this member is done
-                    active[e] = False
-        if log and any(active):
-            shown = [e for e in range(E) if active[e]]
-            train_loss = np.mean([losses[e].item() for e in shown])
-            eval_loss = np.mean([evals[e][0] for e in shown])
-            bar.set_postfix(loss=f"{train_loss:.4f}", eval=f"{eval_loss:.4f}", refresh=False)
+            steps[e].stream_hit = bool(streams) and streams[e].holds_after(*per[e])
+        if step % s.log_every == 0 or step == s.steps or any(x.stream_hit for x in steps):
+            for x, ev in zip(steps, evaluate(members, task, evals, s.eval_chunk)):
+                x.eval_loss, x.eval_metric = ev
+        for e in filter(active.__getitem__, range(E)):
+            active[e] = record(records[e], steps[e], task, s, seeds[e], streams is not None)
+        show(bar, [x for x, on in zip(steps, active) if on])
 
         if step == s.steps or not any(active):
             break
         optimizer.step()
         if s.checkpoint_every and (step + 1) % s.checkpoint_every == 0:
-            for e, checkpoint in enumerate(checkpoints):
-                if checkpoint is not None:
-                    checkpoint.save(
-                        {
-                            "next_step": step + 1,
-                            **members.member_state(e, optimizer),
-                            "generator": gens[e].get_state(),
-                            "records": records[e],
-                            "stream": list(streams[e].recent) if streams else [],
-                        }
-                    )
-
+            save_checkpoints(checkpoints, step + 1, members, optimizer, gens, records, streams)
     bar.close()
     return records
+
+
+@dataclass
+class Step:
+    """One member at one step: what the loop measured, for `record`."""
+
+    step: int
+    train_loss: float
+    grad_norm: float
+    probe: ProbeResult | None = None  # the probes, where due and the member is finite
+    stream_hit: bool = False  # the stream rule holds after this step's batch
+    eval_loss: float | None = None  # the evaluation, where due
+    eval_metric: float | None = None
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.train_loss) and math.isfinite(self.grad_norm)
+
+
+def resume(members, optimizer, gens, checkpoints, s: TrainSettings):
+    """Fresh records from step 0, or, when every member has a checkpoint of the same step, the
+    models, optimiser, data streams, records and stream windows saved there."""
+    saved = [c.load() if c is not None else None for c in checkpoints]
+    streams = [Stream(s.stream_window, s.stream_loss) for _ in gens] if s.stream_window else None
+    if not (all(x is not None for x in saved) and len({x["next_step"] for x in saved}) == 1):
+        return [Records() for _ in gens], 0, streams
+    members.load_states(saved, optimizer)
+    for gen, x in zip(gens, saved):
+        gen.set_state(x["generator"])
+    for stream, x in zip(streams or [], saved):  # a resumed run refills the window it had
+        stream.recent.extend(x.get("stream", []))
+    return [x["records"] for x in saved], saved[0]["next_step"], streams
+
+
+def probe_members(members, task, batches, steps, seeds, active, probes, s: TrainSettings):
+    """Where probes are due: probe each active member as it is before this step's update, and
+    keep its tables. A member whose loss or gradient is not finite diverges unprobed: no probe
+    (an SVD, an eigensolver) ever sees a non-finite state."""
+    step = steps[0].step
+    due, costly = probes.due(step, s.steps, s.log_every)
+    if not due:
+        return
+    for e in range(members.size):
+        if active[e] and steps[e].finite:
+            data = data_generator(seeds[e], f"probe-{step}")  # SNR draws, apart from training
+            steps[e].probe = run_probes(members.member(e), task, batches[e], step, probes,
+                                        costly, data)  # fmt: skip
+
+
+def record(rec: Records, x: Step, task: Task, s: TrainSettings, seed: int, streams: bool) -> bool:
+    """Add one active member's step to its records; whether it goes on (False once it has
+    diverged, or stopped on solving)."""
+    losses = [{"step": x.step, "name": "train_loss", "value": x.train_loss},
+              {"step": x.step, "name": "grad_norm", "value": x.grad_norm}]  # fmt: skip
+    if not x.finite:
+        rec.metrics += losses
+        rec.status, rec.final = "diverged", {"diverged_at_step": x.step}
+        what = f"train loss {x.train_loss}, gradient norm {x.grad_norm}"
+        logger.warning("seed %d diverged at step %d (%s)", seed, x.step, what,
+                       extra={"seed": seed})  # fmt: skip
+        return False
+    if x.probe is not None:
+        for name in Records.FRAMES:
+            getattr(rec, name).append(getattr(x.probe, name))
+    evaluated = x.eval_loss is not None
+    if evaluated:
+        solved = bool(task.solved(x.eval_loss, x.eval_metric))
+        rec.metrics += losses + [
+            {"step": x.step, "name": "eval_loss", "value": x.eval_loss},
+            {"step": x.step, "name": "eval_metric", "value": x.eval_metric},
+            {"step": x.step, "name": "solved", "value": float(solved)},
+        ]
+        if solved and rec.solved_step is None and not streams:
+            rec.solved_step = x.step
+        if x.stream_hit:  # the stream rule holds: the 1997 criterion of success
+            rec.metrics.append({"step": x.step, "name": "stream_solved", "value": 1.0})
+            rec.solved_step = x.step
+    if x.probe is not None:
+        rec.metrics += [{"step": x.step, "name": k, "value": v} for k, v in x.probe.scalars.items()]
+    if not evaluated:
+        return True
+    metric = f"{task.metric_name} {x.eval_metric:.3g}"
+    now = f"train loss {x.train_loss:.4g}, eval loss {x.eval_loss:.4g}"
+    logger.debug("step %d/%d: %s, %s", x.step, s.steps, now, metric, extra={"seed": seed})
+    rec.final = {"step": x.step, "eval_loss": x.eval_loss, "eval_metric": x.eval_metric,
+                 "solved": solved, "solved_step": rec.solved_step}  # fmt: skip
+    return not stopped(rec, s)  # stop-on-solve: this member is done
+
+
+def show(bar, steps: list[Step]) -> None:
+    """The progress bar's losses: the mean over the members still training, at evaluations."""
+    if steps and steps[0].eval_loss is not None:
+        train_loss = np.mean([x.train_loss for x in steps])
+        eval_loss = np.mean([x.eval_loss for x in steps])
+        bar.set_postfix(loss=f"{train_loss:.4f}", eval=f"{eval_loss:.4f}", refresh=False)
+
+
+def save_checkpoints(checkpoints, next_step, members, optimizer, gens, records, streams) -> None:
+    """Each member's resumable state: model and optimiser, data stream, records, stream window."""
+    for e, checkpoint in enumerate(checkpoints):
+        if checkpoint is not None:
+            checkpoint.save(
+                {
+                    "next_step": next_step,
+                    **members.member_state(e, optimizer),
+                    "generator": gens[e].get_state(),
+                    "records": records[e],
+                    "stream": list(streams[e].recent) if streams else [],
+                }
+            )

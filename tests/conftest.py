@@ -36,6 +36,17 @@ def study_run(*args, out: Path | None = None, module="study.run", timeout=600, c
     return proc
 
 
+def train_one(model, task, make_optimizer, settings, seed, probes=None, progress=None,
+              checkpoint=None, device="cpu"):  # fmt: skip
+    """study.train.train for one model (an ensemble of one, as the job trains it): its records."""
+    from study.ensemble import Single
+    from study.train import train
+
+    members, checkpoints = Single(model), [checkpoint]
+    return train(members, task, make_optimizer, settings, [seed], probes, progress, checkpoints,
+                 device)[0]  # fmt: skip
+
+
 def small_model(cell: str, input_size=2, hidden=5, output=1, dtype=torch.float64, seed=0, **kw):
     torch.manual_seed(seed)
     return build_model(cell, input_size, output, hidden_size=hidden, **kw).to(dtype)

@@ -24,13 +24,14 @@ def test_an_unknown_table_is_one_line_error(tmp_path):
 
 
 def test_the_benchmark_times_the_training_loops_own_step(monkeypatch):
-    """Both the loop (study.train.train_members) and every timed step of the benchmark go
+    """Both the loop (study.train.train) and every timed step of the benchmark go
     through study.train.gradient_step: count its calls from each."""
     import study.train
     from study import bench
     from study.model import build_model
     from study.tasks.adding import Adding
-    from study.train import TrainSettings, train
+    from study.train import TrainSettings
+    from tests.conftest import train_one
 
     calls = []
     real = study.train.gradient_step
@@ -42,7 +43,7 @@ def test_the_benchmark_times_the_training_loops_own_step(monkeypatch):
     calls.clear()
     model = build_model("rnn", 2, 1, hidden_size=4)
     settings = TrainSettings(steps=3, batch_size=2, log_every=3, eval_size=4)
-    train(model, Adding(5), bench.ADAM, settings, seed=0)
+    train_one(model, Adding(5), bench.ADAM, settings, seed=0)
     assert len(calls) == 3 + 1  # steps 0..3: the last computes its gradient, records, stops
 
 

@@ -66,7 +66,7 @@ def test_every_experiment_composes_and_its_first_job_trains(name):
     sweep is expanded as Hydra's basic sweeper does; its first job is composed, shrunk to a tiny
     size and trained with every probe it asks for."""
     from study.sweep import sweep_jobs
-    from study.train import train
+    from tests.conftest import train_one
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         base = compose(
@@ -78,7 +78,8 @@ def test_every_experiment_composes_and_its_first_job_trains(name):
         tiny += ["train.steps=2", "train.log_every=1"]
         cfg = compose(config_name="config", overrides=jobs[0] + tiny)
     job = build(cfg, check_task=True)
-    rec = train(job.model, job.task, job.make_optimizer, job.settings, cfg.seed, probes=job.probes)
+    args = (job.model, job.task, job.make_optimizer, job.settings, cfg.seed)
+    rec = train_one(*args, probes=job.probes)
     assert rec.status == "completed" and len(rec.flow_frame())
 
 

@@ -14,7 +14,8 @@ from study.linear_cells import g as min_g
 from study.model import build_model
 from study.probes import ProbeSettings, cell_path_gradient, gradient_flow, run_probes
 from study.tasks.adding import Adding
-from study.train import TrainSettings, cut_draws, train, train_members
+from study.train import TrainSettings, cut_draws, train
+from tests.conftest import train_one
 
 ARMS = [
     ("rnn", "hidden"),
@@ -224,8 +225,8 @@ def test_stochastic_cuts_draw_per_seed_and_step_so_an_ensemble_member_is_its_sin
     settings = TrainSettings(steps=6, batch_size=8, log_every=3, eval_size=16, eval_chunk=16)
     build = lambda seed: make("gru", "hidden", seed=seed, H=4, I=2, cut_prob=0.5).float()  # noqa: E731
     opt = lambda params: torch.optim.Adam(params, lr=1e-2)  # noqa: E731
-    alone = [train(build(s), task, opt, settings, s, progress=False) for s in (0, 1)]
-    together = train_members(Ensemble([build(0), build(1)]), task, opt, settings, [0, 1])
+    alone = [train_one(build(s), task, opt, settings, s, progress=False) for s in (0, 1)]
+    together = train(Ensemble([build(0), build(1)]), task, opt, settings, [0, 1])
     for a, b in zip(alone, together):
         ma, mb = a.metrics_frame(), b.metrics_frame()
         assert ma[["step", "name"]].equals(mb[["step", "name"]])

@@ -7,7 +7,8 @@ from study.ensemble import Ensemble
 from study.model import build_model
 from study.probes import ProbeSettings
 from study.tasks.adding import Adding
-from study.train import TrainSettings, train, train_members
+from study.train import TrainSettings, train
+from tests.conftest import train_one
 
 SETTINGS = TrainSettings(steps=12, batch_size=8, log_every=4, eval_size=64, eval_chunk=32)
 PROBES = ProbeSettings(jacobian_examples=2, jacobian_lags=3, snr_batches=2)
@@ -64,11 +65,11 @@ IDS = ["rnn", "rnn-relu", "lstm", "gru", "lstm-no-forget-gate", "gru-padded"]
 def test_every_member_records_what_its_single_run_records(cell, kw, task):
     seeds = [3, 4, 5]
     singles = [
-        train(model_of(s, cell, **kw), task, adam, SETTINGS, s, PROBES, progress=False)
+        train_one(model_of(s, cell, **kw), task, adam, SETTINGS, s, PROBES, progress=False)
         for s in seeds
     ]
     ensemble = Ensemble([model_of(s, cell, **kw) for s in seeds])
-    members = train_members(ensemble, task, adam, SETTINGS, seeds, PROBES, progress=False)
+    members = train(ensemble, task, adam, SETTINGS, seeds, PROBES, progress=False)
     for member, single in zip(members, singles):
         assert_same_records(member, single)
 
@@ -85,8 +86,8 @@ def test_a_diverging_member_stops_alone():
         return model
 
     seeds = [0, 1, 2]
-    singles = [train(blown(s), Adding(9), adam, SETTINGS, s, progress=False) for s in seeds]
-    members = train_members(
+    singles = [train_one(blown(s), Adding(9), adam, SETTINGS, s, progress=False) for s in seeds]
+    members = train(
         Ensemble([blown(s) for s in seeds]), Adding(9), adam, SETTINGS, seeds, progress=False
     )
     assert [m.status for m in members] == ["completed", "diverged", "completed"]
@@ -124,23 +125,19 @@ def gru_ensemble(seeds):
 
 def test_an_interrupted_ensemble_resumes_to_the_records_of_an_uninterrupted_one():
     seeds, task = [0, 1], Adding(9)
-    straight = train_members(gru_ensemble(seeds), task, adam, CHECKPOINTED, seeds, progress=False)
+    straight = train(gru_ensemble(seeds), task, adam, CHECKPOINTED, seeds, progress=False)
     stores = [Store(), Store(stop_at=8)]  # killed after both members saved step 8
     with pytest.raises(Stop):
-        train_members(gru_ensemble(seeds), task, adam, CHECKPOINTED, seeds, checkpoints=stores)
-    resumed = train_members(
-        gru_ensemble(seeds), task, adam, CHECKPOINTED, seeds, checkpoints=stores
-    )
+        train(gru_ensemble(seeds), task, adam, CHECKPOINTED, seeds, checkpoints=stores)
+    resumed = train(gru_ensemble(seeds), task, adam, CHECKPOINTED, seeds, checkpoints=stores)
     for a, b in zip(resumed, straight):
         assert_same_records(a, b, rtol=0, atol=0)
 
     stores = [Store(stop_at=8), Store()]  # killed between the two members' saves of step 8
     with pytest.raises(Stop):
-        train_members(gru_ensemble(seeds), task, adam, CHECKPOINTED, seeds, checkpoints=stores)
+        train(gru_ensemble(seeds), task, adam, CHECKPOINTED, seeds, checkpoints=stores)
     assert [s.state["next_step"] for s in stores] == [8, 4]
-    resumed = train_members(
-        gru_ensemble(seeds), task, adam, CHECKPOINTED, seeds, checkpoints=stores
-    )
+    resumed = train(gru_ensemble(seeds), task, adam, CHECKPOINTED, seeds, checkpoints=stores)
     for a, b in zip(resumed, straight):  # checkpoints that disagree: started again from scratch
         assert_same_records(a, b, rtol=0, atol=0)
 
@@ -149,9 +146,9 @@ def test_a_member_checkpoint_is_a_single_run_checkpoint():
     """Each member's checkpoint is in the single-run format: a single run loads it and finishes
     that member alone, with the records of the member's own uninterrupted single run."""
     task = Adding(9)
-    straight = train(model_of(1, "gru"), task, adam, CHECKPOINTED, 1, progress=False)
+    straight = train_one(model_of(1, "gru"), task, adam, CHECKPOINTED, 1, progress=False)
     stores = [Store(), Store(stop_at=8)]
     with pytest.raises(Stop):
-        train_members(gru_ensemble([0, 1]), task, adam, CHECKPOINTED, [0, 1], checkpoints=stores)
-    single = train(model_of(1, "gru"), task, adam, CHECKPOINTED, 1, checkpoint=stores[1])
+        train(gru_ensemble([0, 1]), task, adam, CHECKPOINTED, [0, 1], checkpoints=stores)
+    single = train_one(model_of(1, "gru"), task, adam, CHECKPOINTED, 1, checkpoint=stores[1])
     assert_same_records(single, straight)

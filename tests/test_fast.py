@@ -7,8 +7,8 @@ from torch import nn
 
 from study.fast import sequence
 from study.tasks.adding import Adding
-from study.train import TrainSettings, train
-from tests.conftest import small_model
+from study.train import TrainSettings
+from tests.conftest import small_model, train_one
 
 CELLS = [("rnn", {}), ("rnn", {"nonlinearity": "relu"}), ("lstm", {}), ("gru", {})]
 IDS = ["rnn", "rnn-relu", "lstm", "gru"]
@@ -76,7 +76,7 @@ def test_training_records_agree_between_paths(cell):
     def run(impl):
         model = small_model(cell, hidden=16, dtype=torch.float32, impl=impl)
         settings = TrainSettings(steps=20, batch_size=16, log_every=10, eval_size=256)
-        return train(
+        return train_one(
             model, Adding(30), lambda p: torch.optim.Adam(p, 1e-3), settings, 0, progress=False
         )
 

@@ -185,12 +185,13 @@ def test_a_checkpoints_records_come_back_exactly(tmp_path):
     from study.checkpoint import CheckpointFile
     from study.model import build_model
     from study.tasks.adding import Adding
-    from study.train import TrainSettings, train
+    from study.train import TrainSettings
+    from tests.conftest import train_one
 
     torch.manual_seed(0)
     model = build_model("lstm", 2, 1, hidden_size=4)
     settings = TrainSettings(steps=4, batch_size=4, log_every=2, eval_size=8)
-    records = train(model, Adding(6), torch.optim.Adam, settings, seed=0)
+    records = train_one(model, Adding(6), torch.optim.Adam, settings, seed=0)
     store = CheckpointFile(tmp_path)
     store.save({"next_step": 3, "records": records})
     back = store.load()["records"]
@@ -448,12 +449,12 @@ def test_a_full_disk_is_one_line_and_the_sweep_goes_on_to_its_summary(tmp_path):
 
 
 def test_a_real_full_file_system(tmp_path):
-    """A 220 KiB tmpfs: the first two runs fit (~150 KiB), the third does not (needs root)."""
+    """A 150 KiB tmpfs: the first two runs fit (~112 KiB), the third does not (needs root)."""
     tiny = tmp_path / "tiny"
     tiny.mkdir()
     if (
         subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=220k", "tmpfs", str(tiny)], capture_output=True
+            ["mount", "-t", "tmpfs", "-o", "size=150k", "tmpfs", str(tiny)], capture_output=True
         ).returncode
         != 0
     ):
@@ -549,7 +550,8 @@ def test_a_running_runs_tables_are_flushed_at_each_checkpoint(tmp_path):
     from study.checkpoint import CheckpointFile
     from study.model import build_model
     from study.tasks.adding import Adding
-    from study.train import TrainSettings, train
+    from study.train import TrainSettings
+    from tests.conftest import train_one
 
     def run(steps, checkpoint):
         model = build_model("gru", 2, 1, hidden_size=4)
@@ -557,7 +559,7 @@ def test_a_running_runs_tables_are_flushed_at_each_checkpoint(tmp_path):
             steps=steps, batch_size=4, log_every=1, eval_size=8, checkpoint_every=2
         )
         opt = functools.partial(torch.optim.Adam, lr=1e-3)
-        return train(model, Adding(6), opt, settings, seed=0, checkpoint=checkpoint)
+        return train_one(model, Adding(6), opt, settings, seed=0, checkpoint=checkpoint)
 
     records = run(5, CheckpointFile(tmp_path))  # checkpoints after steps 1 and 3
     flushed = pd.read_parquet(tmp_path / rundir.TABLES["metrics"])

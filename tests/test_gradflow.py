@@ -7,8 +7,8 @@ import torch
 
 from study.probes import ProbeSettings, batch_summary, gradient_flow
 from study.tasks.adding import Adding
-from study.train import TrainSettings, train
-from tests.conftest import small_model
+from study.train import TrainSettings
+from tests.conftest import small_model, train_one
 
 
 def per_example_loss_with_kick(model, task, batch, t, k, kick):
@@ -77,7 +77,7 @@ def test_probing_does_not_change_training():
         model = small_model("gru", hidden=6, dtype=torch.float32)
         settings = TrainSettings(steps=6, batch_size=8, log_every=log_every, eval_size=32)
         opt = lambda p: torch.optim.Adam(p, lr=1e-2)  # noqa: E731
-        return train(model, Adding(length=8), opt, settings, seed=0, progress=False)
+        return train_one(model, Adding(length=8), opt, settings, seed=0, progress=False)
 
     often, rarely = run(1), run(3)
     m_often, m_rarely = often.metrics_frame(), rarely.metrics_frame()
@@ -115,7 +115,7 @@ def test_a_sparser_probe_schedule_records_the_same_values_at_its_steps():
         settings = TrainSettings(steps=8, batch_size=8, log_every=2, eval_size=32)
         probes = ProbeSettings(every=every)
         opt = lambda p: torch.optim.Adam(p, lr=1e-2)  # noqa: E731
-        return train(model, Adding(8), opt, settings, seed=0, probes=probes, progress=False)
+        return train_one(model, Adding(8), opt, settings, seed=0, probes=probes, progress=False)
 
     dense, sparse = run(0), run(4)
     assert sorted(sparse.flow_frame().step.unique()) == [0, 4, 8]

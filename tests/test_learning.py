@@ -24,8 +24,8 @@ from study.learning import (
 )
 from study.model import build_model
 from study.tasks.adding import Adding
-from study.train import Stream, TrainSettings, train
-from tests.conftest import study_run
+from study.train import Stream, TrainSettings
+from tests.conftest import study_run, train_one
 
 
 def _synthetic(seed=0, n_runs=40, evals=15, every=200):
@@ -325,7 +325,7 @@ def test_stop_on_solve_stops_at_the_first_evaluation_the_full_run_counts_as_solv
         torch.manual_seed(0)
         model = build_model("lstm", 2, 1, hidden_size=8)
         s = TrainSettings(**settings, stop_on_solve=stop)
-        return train(model, task, make_opt, s, seed=0)
+        return train_one(model, task, make_opt, s, seed=0)
 
     full, stopped = run(None), run(True)
     m = full.metrics_frame().pivot(index="step", columns="name", values="value")
@@ -366,7 +366,7 @@ def test_the_stream_rule_stops_a_run_where_it_holds_with_the_records_of_the_full
     def run(**stream):
         torch.manual_seed(0)
         model = build_model("lstm", 2, 1, hidden_size=8)
-        return train(model, task, make_opt, TrainSettings(**settings, **stream), seed=0)
+        return train_one(model, task, make_opt, TrainSettings(**settings, **stream), seed=0)
 
     full, stopped = run(), run(stream_window=64, stream_loss=0.01)
     step = stopped.final["step"]

@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from study.job import build
-from study.train import train
+from tests.conftest import train_one
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -30,7 +30,7 @@ def test_every_model_trains_on_every_task_with_every_probe(model, task):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     job = build(cfg)
-    rec = train(job.model, job.task, job.make_optimizer, job.settings, 0, probes=job.probes)
+    rec = train_one(job.model, job.task, job.make_optimizer, job.settings, 0, probes=job.probes)
     assert rec.status == "completed"
     flow = rec.flow_frame()
     assert {"grad_norm", "input_grad", "jacobian_spectral", "grad_snr"} <= set(flow["quantity"])

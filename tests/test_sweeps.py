@@ -15,8 +15,8 @@ import torch
 from study.model import build_model
 from study.results import load_runs, load_table, status_table
 from study.tasks.adding import Adding
-from study.train import TrainSettings, train
-from tests.conftest import ROOT, study_run
+from study.train import TrainSettings
+from tests.conftest import ROOT, study_run, train_one
 
 TINY = ["task.length=6", "train.steps=4", "train.log_every=2", "train.eval_size=32"]
 TINY += ["model.hidden_size=4"]
@@ -142,15 +142,15 @@ def test_resume_from_checkpoint_gives_identical_records_in_process():
         return build_model("lstm", 2, 1, hidden_size=6)
 
     opt = lambda p: torch.optim.Adam(p, lr=1e-2)  # noqa: E731
-    straight = train(fresh(), Adding(9), opt, settings, seed=0, progress=False)
+    straight = train_one(fresh(), Adding(9), opt, settings, seed=0, progress=False)
     store = InterruptAfter(2)
     try:
-        train(fresh(), Adding(9), opt, settings, seed=0, progress=False, checkpoint=store)
+        train_one(fresh(), Adding(9), opt, settings, seed=0, progress=False, checkpoint=store)
     except KeyboardInterrupt:
         pass
     assert store.saved["next_step"] == 14
     store.n = -1
-    resumed = train(fresh(), Adding(9), opt, settings, seed=0, progress=False, checkpoint=store)
+    resumed = train_one(fresh(), Adding(9), opt, settings, seed=0, progress=False, checkpoint=store)
     pd.testing.assert_frame_equal(
         resumed.metrics_frame(), straight.metrics_frame(), check_exact=True
     )

@@ -17,7 +17,8 @@ from study.tasks.memorization import NoiselessMemorization, RandomPermutation
 from study.tasks.multiplication import Multiplication
 from study.tasks.selective_copy import SelectiveCopy
 from study.tasks.temporal_order import TemporalOrder
-from study.train import TrainSettings, train
+from study.train import TrainSettings
+from tests.conftest import train_one
 
 TASKS = {
     "adding": lambda: Adding(40),
@@ -99,7 +100,7 @@ def test_every_task_trains_end_to_end(name):
     settings = TrainSettings(steps=2, batch_size=4, log_every=1, eval_size=16)
     probes = ProbeSettings(jacobian_examples=1, snr_batches=2)
     opt = lambda p: torch.optim.Adam(p)  # noqa: E731
-    records = train(model, task, opt, settings, seed=0, probes=probes, progress=False)
+    records = train_one(model, task, opt, settings, seed=0, probes=probes, progress=False)
     assert records.status == "completed"
     flow = records.flow_frame()
     # positions where every example of the probe batch is padding have no value (NaN)
