@@ -242,11 +242,39 @@ def run_probes(
     minibatches of the batch's size, drawn from `data`, a stream apart from training's)."""
     dtype = getattr(torch, settings.precision)
     parts, norms = gradient_flow(model, task, batch, dtype)
-    traj, b, cell = parts["traj"], parts["batch"], parts["model"].cell
-    B, T, _ = b.x.shape
-    valid = b.valid
+    b, cell = parts["batch"], parts["model"].cell
+    T, valid = b.x.shape[1], b.valid
     rows = [tidy(step, "grad_norm", {n: batch_summary(v, valid) for n, v in norms.items()}, T)]
+    rows += path_rows(parts, step, settings.saturation)
+    input_grad = parts["dx"].norm(dim=-1)  # (B, T)
+    rows.append(tidy(step, "input_grad", {"x": batch_summary(input_grad, valid)}, T))
 
+    scalars, lyapunov = {}, pd.DataFrame()
+    if costly:
+        jacobian, lyapunov, scalars = jacobian_rows(parts, step, settings)
+        rows += jacobian + snr_rows(parts, task, step, settings, dtype, data)
+    memory = batch_summary(norms[cell.memory], valid)["median"][::-1]  # by lag, lag 0 first
+    scalars["effective_horizon"] = effective_horizon(memory, settings.horizon_fraction)
+    flow = pd.concat(rows, ignore_index=True)
+    if settings.flow_lags is not None:  # compact tables: log-spaced lags, the first and last kept
+        keep = {0, T - 1, *log_spaced_lags(T, settings.flow_lags)}
+        spectra = flow.quantity.str.startswith("jacobian_")  # already at their own lags
+        flow = flow[spectra | flow.lag.isin(keep)].reset_index(drop=True)
+    weights = pd.DataFrame(
+        [
+            {"step": step, "block": block, "stat": stat, "value": value}
+            for block, by_stat in recurrent_spectra(model.cell).items()
+            for stat, value in by_stat.items()
+        ]
+    )
+    return ProbeResult(flow, evidence_rows(b, input_grad, step), weights, lyapunov, scalars)
+
+
+def path_rows(parts: dict, step: int, s: float) -> list[pd.DataFrame]:
+    """What the recurrence does along the way: the gradient on the linear path alone, the LSTM's
+    forget-gate products, gate means and saturations (threshold s), the tanh RNN's saturation."""
+    traj, b, cell = parts["traj"], parts["batch"], parts["model"].cell
+    T, valid, rows = b.x.shape[1], b.valid, []
     path = cell_path_gradient(parts)
     if path is not None:
         state, g = path
@@ -261,8 +289,6 @@ def run_probes(
         rows.append(
             tidy(step, "forget_product", {"f": batch_summary(after.exp().mean(-1), valid)}, T)
         )
-
-    s = settings.saturation
     gate_mean, gate_sat = {}, {}
     for name, values in traj.gates.items():
         v = torch.stack(values, dim=1)
@@ -274,55 +300,67 @@ def run_probes(
         h = torch.stack(traj.states["h"], dim=1)
         sat = {"h": batch_summary((h.abs() > s).double().mean(-1), valid)}
         rows.append(tidy(step, "tanh_saturation", sat, T))
+    return rows
 
-    input_grad = parts["dx"].norm(dim=-1)  # (B, T)
-    rows.append(tidy(step, "input_grad", {"x": batch_summary(input_grad, valid)}, T))
 
-    scalars = {}
+def jacobian_rows(parts: dict, step: int, settings: ProbeSettings):
+    """The Jacobian spectra at log-spaced lags and the Lyapunov exponents of the first
+    settings.jacobian_examples examples: (flow rows, lyapunov table, scalars)."""
+    traj, b, cell = parts["traj"], parts["batch"], parts["model"].cell
+    B, T, _ = b.x.shape
     N = min(settings.jacobian_examples, B)  # examples whose Jacobians are computed
     lags = log_spaced_lags(T, settings.jacobian_lags)
-    lyapunov = pd.DataFrame()
-    if costly and N > 0 and lags:
-        gx = cell.project_inputs(b.x[:N])
-        sub = {n: [st[:N] for st in v] for n, v in traj.states.items()}
-        v = None if valid is None else valid[:N]
-        m, transient = settings.lyapunov_exponents, settings.lyapunov_transient
-        jac = jacobian_spectra(cell, gx, sub, lags, v, m, transient)
-        sigma = jac["sigma"]  # (N, lags, S), descending
-        by_lag = {
-            "spectral": sigma[:, :, 0],
-            "frobenius": sigma.pow(2).sum(dim=2).sqrt(),
-            "sigma_min": sigma[:, :, -1],
-            "alive": (sigma > settings.alive_threshold).sum(dim=2).double(),
+    if N == 0 or not lags:
+        return [], pd.DataFrame(), {}
+    gx = cell.project_inputs(b.x[:N])
+    sub = {n: [st[:N] for st in v] for n, v in traj.states.items()}
+    v = None if b.valid is None else b.valid[:N]
+    m, transient = settings.lyapunov_exponents, settings.lyapunov_transient
+    jac = jacobian_spectra(cell, gx, sub, lags, v, m, transient)
+    sigma = jac["sigma"]  # (N, lags, S), descending
+    by_lag = {
+        "spectral": sigma[:, :, 0],
+        "frobenius": sigma.pow(2).sum(dim=2).sqrt(),
+        "sigma_min": sigma[:, :, -1],
+        "alive": (sigma > settings.alive_threshold).sum(dim=2).double(),
+    }
+    positions = T - 1 - np.asarray(lags)
+    rows = [tidy(step, f"jacobian_{name}", {"s": batch_summary(values)}, T, positions)
+            for name, values in by_lag.items()]  # fmt: skip
+    exponents = jac["lyapunov"].cpu().numpy()  # (N, m)
+    lyapunov = pd.DataFrame(
+        {
+            "step": step,
+            "example": np.repeat(np.arange(N), exponents.shape[1]),
+            "index": np.tile(np.arange(1, exponents.shape[1] + 1), N),
+            "value": exponents.ravel(),
         }
-        positions = T - 1 - np.asarray(lags)
-        for name, values in by_lag.items():
-            rows.append(tidy(step, f"jacobian_{name}", {"s": batch_summary(values)}, T, positions))
-        exponents = jac["lyapunov"].cpu().numpy()  # (N, m)
-        lyapunov = pd.DataFrame(
-            {
-                "step": step,
-                "example": np.repeat(np.arange(N), exponents.shape[1]),
-                "index": np.tile(np.arange(1, exponents.shape[1] + 1), N),
-                "value": exponents.ravel(),
-            }
-        )
-        scalars["lyapunov_max"] = float(exponents[:, 0].mean())
-        near_zero = (np.abs(exponents) < settings.lyapunov_zero).sum(axis=1)
-        scalars["lyapunov_near_zero"] = float(near_zero.mean())
-    if costly and settings.snr_batches > 0:
-        data = torch.Generator().manual_seed(step) if data is None else data
-        draws = [task.sample(B, data) for _ in range(settings.snr_batches)]
-        draws = [d.apply(lambda t: t.to(dtype) if t.is_floating_point() else t) for d in draws]
-        snr = gradient_snr(parts["model"], task, [d.to(b.x.device) for d in draws])
-        for name in ("signal", "noise", "snr"):
-            summary = {"theta": {"value": snr[name].cpu().numpy()}}
-            rows.append(tidy(step, f"grad_{name}", summary, T))
+    )
+    near_zero = (np.abs(exponents) < settings.lyapunov_zero).sum(axis=1)
+    scalars = {"lyapunov_max": float(exponents[:, 0].mean()),
+               "lyapunov_near_zero": float(near_zero.mean())}  # fmt: skip
+    return rows, lyapunov, scalars
 
-    # ||dl/dx_t|| at the task's evidence positions, per example, with its lag
+
+def snr_rows(parts, task, step, settings: ProbeSettings, dtype, data) -> list[pd.DataFrame]:
+    """The gradient signal-to-noise per lag over settings.snr_batches fresh minibatches."""
+    if settings.snr_batches == 0:
+        return []
+    b, T = parts["batch"], parts["batch"].x.shape[1]
+    data = torch.Generator().manual_seed(step) if data is None else data
+    draws = [task.sample(b.x.shape[0], data) for _ in range(settings.snr_batches)]
+    draws = [d.apply(lambda t: t.to(dtype) if t.is_floating_point() else t) for d in draws]
+    snr = gradient_snr(parts["model"], task, [d.to(b.x.device) for d in draws])
+    return [tidy(step, f"grad_{name}", {"theta": {"value": snr[name].cpu().numpy()}}, T)
+            for name in ("signal", "noise", "snr")]  # fmt: skip
+
+
+def evidence_rows(b: Batch, input_grad: Tensor, step: int) -> pd.DataFrame:
+    """||dl/dx_t|| at the task's evidence positions, per example, with its lag."""
+    B, T, _ = b.x.shape
     ev = b.evidence
     n_ev = ev.shape[1]
-    evidence = pd.DataFrame(
+    return pd.DataFrame(
         {
             "step": step,
             "example": np.repeat(np.arange(B), n_ev),
@@ -333,19 +371,3 @@ def run_probes(
             "value": input_grad.gather(1, ev).detach().cpu().numpy().ravel(),
         }
     )
-
-    weights = pd.DataFrame(
-        [
-            {"step": step, "block": block, "stat": stat, "value": value}
-            for block, by_stat in recurrent_spectra(model.cell).items()
-            for stat, value in by_stat.items()
-        ]
-    )
-    memory = batch_summary(norms[cell.memory], valid)["median"][::-1]  # by lag, lag 0 first
-    scalars["effective_horizon"] = effective_horizon(memory, settings.horizon_fraction)
-    flow = pd.concat(rows, ignore_index=True)
-    if settings.flow_lags is not None:  # compact tables: log-spaced lags, the first and last kept
-        keep = {0, T - 1, *log_spaced_lags(T, settings.flow_lags)}
-        spectra = flow.quantity.str.startswith("jacobian_")  # already at their own lags
-        flow = flow[spectra | flow.lag.isin(keep)].reset_index(drop=True)
-    return ProbeResult(flow, evidence, weights, lyapunov, scalars)

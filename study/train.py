@@ -280,20 +280,17 @@ def train(
     checkpoints: list[Checkpoint | None] | None = None,
     device: str | torch.device = "cpu",
 ) -> list[Records]:
-    """Train one model (`Single`: an ensemble of one) or a seed ensemble, member e on the data
-    of seeds[e]; each member's records are those it gets trained alone (in an ensemble up to
-    float rounding: batched matmuls sum in another order). The models must already be
-    initialised from their seeds.
-
-    Each step reads: sample -> gradient -> probe if due -> stream rule -> evaluate if due ->
-    record -> update -> checkpoint if due. A member that diverges stops recording; with
-    `settings.stop_on_solve` so does one at its first evaluation that solves the task, with
-    `settings.stream_window` one at the first step where the stream rule holds (an evaluation
-    is added there); the others go on.
+    """Train one model (`Single`: an ensemble of one) or a seed ensemble, initialised from
+    `seeds`, member e on the data of seeds[e]; a member's records are those it gets alone (in
+    an ensemble up to float rounding: batched matmuls sum in another order). A step: sample ->
+    gradient -> probe if due -> stream rule -> evaluate if due -> record -> update ->
+    checkpoint if due. A member stops when it diverges, with `stop_on_solve` at its first
+    evaluation that solves the task, with `stream_window` where the stream rule holds (an
+    evaluation is added there); the others go on.
 
     progress: True/False forces the bar; None shows it only when stderr is a terminal.
     checkpoints: one per member (or None); a run resumes only when every member has one, from
-    the same step, and then ends with exactly the records of an uninterrupted run.
+    the same step, and ends with exactly the records of an uninterrupted run.
     device: where the models train; batches are generated on the CPU (seeded) and moved there.
     """
     s, probes, E = settings, probes or ProbeSettings(), members.size
@@ -303,7 +300,6 @@ def train(
     evals = [task.sample(s.eval_size, data_generator(seed, "eval")).to(device) for seed in seeds]
     checkpoints = checkpoints or [None] * E
     records, start, streams = resume(members, optimizer, gens, checkpoints, s)
-    # a diverged member records no more; with stop_on_solve neither does a solved one
     active = [r.status == "completed" and not stopped(r, s) for r in records]
 
     disable = None if progress is None else not progress
