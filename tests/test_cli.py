@@ -55,7 +55,7 @@ def test_a_run_writes_a_complete_run_directory(tmp_path):
     flow = pd.read_parquet(run_dir / "grad_flow.parquet")
     assert list(flow.columns) == ["step", "quantity", "state", "position", "lag", "stat", "value"]
     grad = flow[flow.quantity == "grad_norm"]
-    assert len(grad) == 3 * 1 * 10 * 4  # steps x states x positions x statistics
+    assert len(grad) == 3 * 1 * 10 * 2  # steps x states x positions x statistics (mean, median)
     assert (flow.lag == 9 - flow.position).all()
     assert set(flow.quantity) == {
         "grad_norm",
