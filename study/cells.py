@@ -21,11 +21,17 @@ the state a probe differentiates is the very tensor the next step and the readou
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from study.checks import require_number
 from study.cut import no_cut
+
+CHRONO_MAX = 1e7
+"""The largest chrono T_max: a keep-gate bias log(T_max) above ~16 rounds sigmoid to 1 in
+float32, so any larger T_max initialises the same network."""
 
 
 def hold(new: Tensor, old: Tensor, keep: Tensor | None) -> Tensor:
@@ -49,6 +55,7 @@ class Cell(nn.Module):
     memory: str = "h"
     cut_paths: tuple[str, ...] = ()  # the recurrent paths `model.cut` can cut (study/cut.py)
     linear_path_cut: str | None = None  # which of them is the path `linear_path` follows
+    init_keys: tuple[str, ...] = ()  # the model.* keys `initialise` takes besides recurrent_*
     kind: str
 
     def __init__(self, input_size: int, hidden_size: int):
@@ -73,6 +80,31 @@ class Cell(nn.Module):
         bound = 1.0 / math.sqrt(self.hidden_size)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
+
+    @classmethod
+    def check_keys(cls, keys: dict) -> dict:
+        """The model.* keys set for this cell (its constructor's and its init_keys), checked
+        together before anything is built; returned normalised. A cell with keys that depend on
+        each other checks them here."""
+        return keys
+
+    @torch.no_grad()
+    def initialise(self, recurrent_init: str = "default", recurrent_gain: float = 1.0) -> None:
+        """The init options, applied once the whole model is built (so that the readout's draws
+        come where they always did). recurrent_init orthogonal | identity (IRNN, Le et al. 2015)
+        sets every H x H gate block of W_hh, scaled by recurrent_gain; identity also zeroes the
+        biases. A cell with init_keys takes them here too."""
+        H = self.hidden_size
+        if recurrent_init == "default":
+            return
+        for block in self.weight_hh_l0.split(H, dim=0):  # one H x H block per gate
+            if recurrent_init == "orthogonal":
+                nn.init.orthogonal_(block, gain=recurrent_gain)
+            else:
+                block.copy_(recurrent_gain * torch.eye(H))
+        if recurrent_init == "identity":  # IRNN: biases start at zero
+            self.bias_ih_l0.zero_()
+            self.bias_hh_l0.zero_()
 
     def project_inputs(self, x: Tensor) -> Tensor:
         """W_ih x_t + b_ih for every step at once: (B, T, I) -> (B, T, n_gates*H)."""
@@ -111,6 +143,19 @@ class Cell(nn.Module):
     def n_params(self) -> int:
         """Parameters the recurrence actually uses (what `match_params` counts)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def check_chrono(chrono) -> None:
+    require_number("model.chrono", chrono)
+    if not 2 < chrono <= CHRONO_MAX:
+        raise ValueError(f"model.chrono={chrono!r} is invalid: T_max in (2, {CHRONO_MAX:.0e}]")
+
+
+def chrono_bias(H: int, chrono: float) -> Tensor:
+    """The chrono initialisation (Tallec & Ollivier 2018) of a keep gate's total bias:
+    b ~ log U(1, T_max - 1), so that the memory time 1 / (1 - f) at zero input is uniform in
+    [2, T_max]."""
+    return torch.log(1 + (chrono - 2) * torch.rand(H))
 
 
 def held(A: Tensor, keep: Tensor | None) -> Tensor:
@@ -171,10 +216,64 @@ class LSTMCell(Cell):
     memory = "h"  # the horizon reads h, as for the other cells (c feeds h at every step)
     cut_paths = ("cell", "hidden")  # c_{t-1} into c_t; h_{t-1} into the gates and g
     linear_path_cut = "cell"
+    init_keys = ("forget_bias", "chrono", "input_bias")
 
     def __init__(self, input_size: int, hidden_size: int, forget_gate: bool = True):
         self.forget_gate = forget_gate
         super().__init__(input_size, hidden_size)
+
+    @classmethod
+    def check_keys(cls, keys: dict) -> dict:
+        """forget_bias: the total forget-gate bias (b_ih + b_hh on the f block), e.g. 1 (Gers et
+        al. 2000) or 3; forget_gate: False fixes f = 1 (the 1997 LSTM); chrono: T_max of the
+        chrono init, the input gate's bias then -b; input_bias: the total input-gate bias, or a
+        list that splits the cells into that many equal blocks, one bias each (the 1997 paper's
+        [-3, -6], so that cells write little until the gates learn to open)."""
+        keys = dict(keys)
+        if "forget_bias" in keys:
+            require_number("model.forget_bias", keys["forget_bias"])
+            if not keys.get("forget_gate", True):
+                raise ValueError(
+                    f"model.forget_bias={keys['forget_bias']!r} has no effect with"
+                    " model.forget_gate=false (f = 1): drop one of them"
+                )
+        if "chrono" in keys:
+            check_chrono(keys["chrono"])
+            if "forget_bias" in keys:
+                raise ValueError(f"model.chrono={keys['chrono']!r} is invalid with forget_bias")
+        if "input_bias" in keys:
+            value = keys["input_bias"]
+            # a YAML list arrives as a ListConfig (a Sequence); a number or a string as itself
+            blocks = [value] if isinstance(value, str) or not isinstance(value, Sequence) else value
+            if not list(blocks):
+                raise ValueError("model.input_bias=[] is invalid: a number, or a non-empty list")
+            for b in blocks:
+                require_number("model.input_bias", b)
+            if "chrono" in keys:
+                raise ValueError("model.input_bias applies to cell=lstm without chrono")
+            keys["input_bias"] = list(blocks)
+        return keys
+
+    @torch.no_grad()
+    def initialise(self, recurrent_init="default", recurrent_gain=1.0, forget_bias=None,
+                   chrono=None, input_bias=None) -> None:  # fmt: skip
+        super().initialise(recurrent_init, recurrent_gain)
+        H = self.hidden_size
+        i, f = slice(0, H), slice(H, 2 * H)  # torch's LSTM order is i, f, g, o
+        if input_bias is not None and len(input_bias) > H:
+            raise ValueError(f"model.input_bias has {len(input_bias)} blocks for H={H} cells")
+        if forget_bias is not None:
+            self.bias_ih_l0[f] = forget_bias
+            self.bias_hh_l0[f] = 0.0
+        if chrono is not None:  # the whole bias on b_ih, b_hh's block zero; the input gate -b
+            b = chrono_bias(H, chrono)
+            self.bias_ih_l0[f], self.bias_hh_l0[f] = b, 0.0
+            self.bias_ih_l0[i], self.bias_hh_l0[i] = -b, 0.0
+        if input_bias is not None:  # one bias per block of cells
+            blocks = torch.arange(H).tensor_split(len(input_bias))  # contiguous, sizes differ <= 1
+            for cells, value in zip(blocks, input_bias):
+                self.bias_ih_l0[cells] = float(value)  # rows 0..H-1: the input gate i
+            self.bias_hh_l0[i] = 0.0
 
     def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None, cut=no_cut):
         h, c = state
@@ -238,6 +337,21 @@ class GRUCell(Cell):
     gate_names = ("r", "z")
     cut_paths = ("linear", "hidden")  # h_{t-1} in z * h_{t-1}; h_{t-1} inside r, z and n
     linear_path_cut = "linear"
+    init_keys = ("chrono",)
+
+    @classmethod
+    def check_keys(cls, keys: dict) -> dict:
+        """chrono: T_max of the chrono init of the update gate z, the GRU's keep gate."""
+        if "chrono" in keys:
+            check_chrono(keys["chrono"])
+        return keys
+
+    @torch.no_grad()
+    def initialise(self, recurrent_init="default", recurrent_gain=1.0, chrono=None) -> None:
+        super().initialise(recurrent_init, recurrent_gain)
+        if chrono is not None:  # z (order r, z, n): h_t = (1 - z) n + z h_{t-1}; bias on b_ih
+            z = slice(self.hidden_size, 2 * self.hidden_size)
+            self.bias_ih_l0[z], self.bias_hh_l0[z] = chrono_bias(self.hidden_size, chrono), 0.0
 
     def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None, cut=no_cut):
         (h,) = state

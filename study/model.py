@@ -8,7 +8,7 @@ the total parameter count as close as possible to the target.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -148,9 +148,6 @@ def matched_hidden_size(
 
 MAX_HIDDEN = 8192  # 4H x H float32 weights of an LSTM: 1 GB at H = 8192
 MAX_PARAMS = 250_000_000  # float32: 1 GB
-CHRONO_MAX = 1e7
-"""The largest chrono T_max: a keep-gate bias log(T_max) above ~16 rounds sigmoid to 1 in
-float32, so any larger T_max initialises the same network."""
 
 
 def build_model(
@@ -178,17 +175,13 @@ def build_model(
     recurrent_init: default (PyTorch's uniform) | orthogonal | identity (IRNN, Le et al. 2015);
         the non-default ones are scaled by `recurrent_gain`, which is then the spectral radius.
         For gated cells they apply to every gate block of W_hh (cells with a W_hh only).
-    forget_bias: LSTM only; None keeps PyTorch's init, a number sets the total forget-gate bias
-        (b_ih + b_hh on the f block) to it, e.g. 1 (Gers et al. 2000) or 3.
-    forget_gate: LSTM only; False fixes f = 1 (the 1997 LSTM without a forget gate).
-    chrono: LSTM and GRU; a number T_max sets the chrono initialisation (Tallec & Ollivier 2018):
-        the keep gate's total bias b ~ log U(1, T_max - 1), so that the memory time 1 / (1 - f)
-        at zero input is uniform in [2, T_max]; the LSTM's input-gate bias is -b.
-    input_bias: LSTM only; None keeps PyTorch's init, a number sets the total input-gate bias,
-        a list splits the cells into that many equal blocks, one bias each: the 1997 paper's
-        [-3, -6] for its two blocks, so that the cells write little until the gates learn to
-        open (their remedy for the drift of a cell state that is never reset).
-    options: keyword arguments of the cell's own constructor (the LRU: r_min, r_max, max_phase).
+    nonlinearity, forget_gate, forget_bias, chrono, input_bias: keys that belong to particular
+        cells (CELL_KEYS); each cell says what they mean, checks them (`Cell.check_keys`) and
+        applies the init ones (`Cell.initialise`): nonlinearity the RNN's, forget_gate,
+        forget_bias and input_bias the LSTM's, chrono the LSTM's and the GRU's. A key set for a
+        cell that does not take it is an error naming the cell's own keys.
+    options: the cell's own keys, by name: its constructor's keywords (the LRU: r_min, r_max,
+        max_phase) and its `init_keys` (what a top-level key above passes is the same).
     cut: a recurrent path whose gradient is stopped, the forward pass unchanged (study/cut.py;
         the cell's `cut_paths`: LSTM cell | hidden, GRU linear | hidden, the others their one
         path); cut_scale alpha in [0, 1] scales it instead (null = 0, stopped); cut_prob p cuts
@@ -200,48 +193,21 @@ def build_model(
         require_int("model.match_params", match_params, 1)
         require_at_most("model.match_params", match_params, MAX_PARAMS, "about 1 GB of weights")
     require_number("model.recurrent_gain", recurrent_gain)
-    if forget_bias is not None:
-        require_number("model.forget_bias", forget_bias)
     require_bool("model.forget_gate", forget_gate)
-    kind = cell_class(cell)
-    if cell != "rnn" and nonlinearity != "tanh":
-        raise ValueError(f"model.nonlinearity={nonlinearity!r} applies only to cell=rnn")
-    if cell != "lstm" and (forget_bias is not None or not forget_gate):
-        raise ValueError("model.forget_bias / model.forget_gate apply only to cell=lstm")
-    if not forget_gate and forget_bias is not None:
-        raise ValueError(
-            f"model.forget_bias={forget_bias!r} has no effect with model.forget_gate=false"
-            " (f = 1): drop one of them"
-        )
-    if chrono is not None:
-        require_number("model.chrono", chrono)
-        if cell not in ("lstm", "gru"):
-            raise ValueError("model.chrono applies only to cell=lstm and cell=gru")
-        if not 2 < chrono <= CHRONO_MAX or forget_bias is not None:
-            raise ValueError(
-                f"model.chrono={chrono!r} is invalid: T_max in (2, {CHRONO_MAX:.0e}], without"
-                " forget_bias"
-            )
-    if input_bias is not None:
-        # a YAML list arrives as a ListConfig (a Sequence); a number or a string as itself
-        scalar = isinstance(input_bias, str) or not isinstance(input_bias, Sequence)
-        input_bias = [input_bias] if scalar else list(input_bias)
-        if not input_bias:
-            raise ValueError("model.input_bias=[] is invalid: a number, or a non-empty list")
-        for value in input_bias:
-            require_number("model.input_bias", value)
-        if cell != "lstm" or chrono is not None:
-            raise ValueError("model.input_bias applies only to cell=lstm, without chrono")
     if recurrent_init not in ("default", "orthogonal", "identity"):
         allowed = "default, orthogonal, identity"
         raise ValueError(f"model.recurrent_init={recurrent_init!r} is invalid: allowed {allowed}")
+    kind = cell_class(cell)
     if recurrent_init != "default" and not kind.recurrent_weights:
         raise ValueError(f"model.recurrent_init={recurrent_init!r}: cell={cell} has no W_hh")
-    options = dict(options or {})
-    if cell == "rnn":
-        options["nonlinearity"] = nonlinearity
-    if cell == "lstm":
-        options["forget_gate"] = forget_gate
+    given = dict(nonlinearity=nonlinearity, forget_gate=forget_gate, forget_bias=forget_bias,
+                 chrono=chrono, input_bias=input_bias)  # fmt: skip
+    keys, options = cell_keys(cell, kind, given), dict(options or {})
+    for key in set(keys) & set(options):
+        raise ValueError(f"model.{key} is set twice, also as model.options.{key}: keep one")
+    keys = kind.check_keys({**options, **keys})  # one mechanism: top-level keys and options
+    init = {k: v for k, v in keys.items() if k in kind.init_keys}  # for cell.initialise
+    options = {k: v for k, v in keys.items() if k not in init}  # for the cell's constructor
     try:
         if match_params is not None:
             hidden_size = matched_hidden_size(
@@ -256,46 +222,33 @@ def build_model(
         recurrence = kind(input_size, hidden_size, **options)
     except TypeError as e:  # an option the cell does not take
         raise ValueError(f"model.options do not fit cell={cell}: {e}") from None
-    if input_bias is not None and len(input_bias) > hidden_size:
-        raise ValueError(f"model.input_bias has {len(input_bias)} blocks for H={hidden_size} cells")
     path_cut = make_cut(kind, cut, cut_scale, cut_prob)
     if path_cut is not None and impl == "native":
         raise ValueError("model.impl=native cannot cut a gradient path: use fast or explicit")
     model = SequenceModel(recurrence, output_size, impl, path_cut)
-    _initialise(model.cell, recurrent_init, recurrent_gain, forget_bias, chrono, input_bias)
+    model.cell.initialise(recurrent_init, recurrent_gain, **init)
     return model
 
 
-@torch.no_grad()
-def _initialise(
-    cell: Cell, recurrent_init: str, gain: float, forget_bias, chrono, input_bias
-) -> None:
-    H = cell.hidden_size
-    if recurrent_init != "default":
-        for block in cell.weight_hh_l0.split(H, dim=0):  # one H x H block per gate
-            if recurrent_init == "orthogonal":
-                nn.init.orthogonal_(block, gain=gain)
-            else:
-                block.copy_(gain * torch.eye(H))
-        if recurrent_init == "identity":  # IRNN: biases start at zero
-            cell.bias_ih_l0.zero_()
-            cell.bias_hh_l0.zero_()
-    if forget_bias is not None:
-        f = slice(H, 2 * H)  # torch's LSTM order is i, f, g, o
-        cell.bias_ih_l0[f] = forget_bias
-        cell.bias_hh_l0[f] = 0.0
-    if chrono is not None:
-        # the keep gate: the LSTM's f (torch order i, f, g, o), the GRU's z (order r, z, n;
-        # h_t = (1 - z) n + z h_{t-1}); its whole bias on b_ih, b_hh's block zero
-        keep = slice(H, 2 * H)
-        b = torch.log(1 + (chrono - 2) * torch.rand(H))  # log U(1, T_max - 1)
-        cell.bias_ih_l0[keep] = b
-        cell.bias_hh_l0[keep] = 0.0
-        if cell.kind == "lstm":
-            cell.bias_ih_l0[:H] = -b  # input gate
-            cell.bias_hh_l0[:H] = 0.0
-    if input_bias is not None:  # a list of biases, one per block of cells
-        blocks = torch.arange(H).tensor_split(len(input_bias))  # contiguous, sizes differ by <= 1
-        for cells, value in zip(blocks, input_bias):
-            cell.bias_ih_l0[cells] = float(value)  # rows 0..H-1: the input gate i
-        cell.bias_hh_l0[:H] = 0.0
+# model.* keys that belong to particular cells, each with the value that means "not set"
+CELL_KEYS = {"nonlinearity": "tanh", "forget_gate": True, "forget_bias": None, "chrono": None,
+             "input_bias": None}  # fmt: skip
+
+
+def cell_keys(cell: str, kind: type[Cell], given: dict) -> dict:
+    """The cell keys that are set (not at their "not set" value), each checked to be one the
+    cell takes: a keyword of its constructor or one of its init_keys."""
+    takes = set(inspect.signature(kind.__init__).parameters) | set(kind.init_keys)
+    keys = {k: v for k, v in given.items() if not _equal(v, CELL_KEYS[k])}
+    for key, value in keys.items():
+        if key not in takes:
+            own = ", ".join(k for k in CELL_KEYS if k in takes) or "none of them"
+            raise ValueError(
+                f"model.{key}={value!r} does not apply to cell={cell} (its keys of"
+                f" {', '.join(CELL_KEYS)}: {own})"
+            )
+    return keys
+
+
+def _equal(value, unset) -> bool:
+    return value is None if unset is None else value is unset or value == unset

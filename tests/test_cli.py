@@ -69,7 +69,8 @@ def test_a_run_writes_a_complete_run_directory(tmp_path):
         "jacobian_alive",
     }
     evidence = pd.read_parquet(run_dir / "evidence.parquet")
-    assert len(evidence) == 3 * 64 * 2 * 2  # steps x batch x evidence positions x quantities
+    assert len(evidence) == 3 * 64 * 2  # steps x batch x evidence positions (input_grad only)
+    assert set(evidence.quantity) == {"input_grad"}
     weights = pd.read_parquet(run_dir / "weights.parquet")
     assert set(weights.block) == {"r", "z", "n"}
     lyapunov = pd.read_parquet(run_dir / "lyapunov.parquet")

@@ -1,5 +1,6 @@
 """Model assembly: parameter matching, initialisation options."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -107,8 +108,23 @@ def test_the_1997_experiments_compose_to_the_papers_input_gate_biases():
     "kwargs,message",
     [
         ({"cell": "transformer"}, "model.cell='transformer' is unknown: allowed rnn, lstm, gru"),
-        ({"cell": "gru", "forget_bias": 1.0}, "apply only to cell=lstm"),
-        ({"cell": "gru", "input_bias": -3.0}, "model.input_bias applies only to cell=lstm"),
+        (
+            {"cell": "gru", "forget_bias": 1.0},
+            "model.forget_bias=1.0 does not apply to cell=gru"
+            " (its keys of nonlinearity, forget_gate, forget_bias, chrono, input_bias: chrono)",
+        ),
+        ({"cell": "gru", "input_bias": -3.0}, "model.input_bias=-3.0 does not apply to cell=gru"),
+        (
+            {"cell": "rnn", "chrono": 10},
+            "model.chrono=10 does not apply to cell=rnn (its keys"
+            " of nonlinearity, forget_gate, forget_bias, chrono, input_bias: nonlinearity)",
+        ),
+        (
+            {"cell": "lru", "forget_gate": False},
+            "model.forget_gate=False does not apply to cell=lru"
+            " (its keys of nonlinearity, forget_gate, forget_bias, chrono, input_bias: none of them)",
+        ),
+        ({"cell": "lstm", "forget_bias": 1, "chrono": 10}, "model.chrono=10 is invalid with"),
         ({"cell": "lstm", "input_bias": [-3], "chrono": 10}, "without chrono"),
         ({"cell": "lstm", "input_bias": [-3, "x"]}, "model.input_bias='x' is invalid"),
         ({"cell": "lstm", "input_bias": [-1, -2, -3], "hidden_size": 2}, "3 blocks for H=2"),
@@ -119,3 +135,17 @@ def test_the_1997_experiments_compose_to_the_papers_input_gate_biases():
 def test_bad_options_name_the_key(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_model(input_size=2, output_size=1, **kwargs)
+
+
+def test_a_cell_takes_its_keys_top_level_or_as_options_alike():
+    # one mechanism: model.chrono and model.options.chrono reach the same GRUCell.initialise
+    torch.manual_seed(3)
+    top = build_model("gru", 2, 1, hidden_size=6, chrono=50)
+    torch.manual_seed(3)
+    nested = build_model("gru", 2, 1, hidden_size=6, options={"chrono": 50})
+    for a, b in zip(top.parameters(), nested.parameters(), strict=True):
+        assert torch.equal(a, b)
+    z = slice(6, 12)  # the update gate's bias: log U(1, T_max - 1), so within [0, log 49]
+    assert (top.cell.bias_ih_l0[z] >= 0).all() and (top.cell.bias_ih_l0[z] <= math.log(49)).all()
+    with pytest.raises(ValueError, match="model.chrono is set twice, also as model.options.chrono"):
+        build_model("gru", 2, 1, hidden_size=6, chrono=50, options={"chrono": 50})
