@@ -28,8 +28,8 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(PY) -m study.run -m experiment=init_ratio out_dir=results/main $(PARALLEL)
 	$(PY) -m study.run -m experiment=quick out_dir=results/main $(PARALLEL)
-	$(PY) -m study.figures results/main
-	$(PY) -m study.report results/main
+	$(PY) -m study.read.figures results/main
+	$(PY) -m study.read.report results/main
 
 test: $(STAMP) browser
 	$(PY) -m ruff check .
@@ -42,8 +42,8 @@ test: $(STAMP) browser
 # compute") and docs/numbers/compute.txt. It resumes where it stopped, skipping finished runs.
 reference: $(STAMP)
 	for e in $(REFERENCE); do $(PY) -m study.run -m experiment=$$e out_dir=results/reference $(PARALLEL) || exit 1; done
-	$(PY) -m study.figures results/reference --out results/figures
-	$(PY) -m study.report results/reference
+	$(PY) -m study.read.figures results/reference --out results/figures
+	$(PY) -m study.read.report results/reference
 
 # The report's test drives Debian's chromium headless; installed here when missing (needs root;
 # without it that one test is skipped, and says so).

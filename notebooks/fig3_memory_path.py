@@ -27,7 +27,7 @@ RESULTS = os.environ.get("STUDY_RESULTS", "../results/reference")  # a folder of
 FIGURES = os.environ.get("STUDY_FIGURES")  # a folder to also save the PNGs in; None: only show
 
 # %%
-from study.figures import show
+from study.read.figures import show
 
 # %%
 show("fig3a_flow_heatmaps", RESULTS, FIGURES)

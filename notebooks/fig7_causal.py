@@ -32,8 +32,8 @@ RESULTS = os.environ.get("STUDY_RESULTS", "../results/reference")  # a folder of
 FIGURES = os.environ.get("STUDY_FIGURES")  # a folder to also save the PNGs in; None: only show
 
 # %%
-from study.figures import show
-from study.learning import show_summary
+from study.read.figures import show
+from study.read.learning import show_summary
 
 # %%
 show("fig7a_causal_success", RESULTS, FIGURES)

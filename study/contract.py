@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import torch
 
-from study.cells import Cell
-from study.jacobians import rollout, step_jacobians
 from study.model import build_model, cell_class
+from study.model.cells import Cell
+from study.probes.jacobians import rollout, step_jacobians
 from study.tasks.base import Batch, Task
 
 

@@ -1,7 +1,7 @@
 """Command-line entry point: `python -m study.run [-m] [key=value ...]` (or `study-run`).
 
-Hydra composes `conf/`; `study.job` does the work. Before Hydra starts, the overrides are checked
-by composing the config once per value of every sweep override, so a malformed override, an
+Hydra composes `conf/`; `study.runs.job` does the work. Before Hydra starts, the overrides are
+checked by composing the config once per value of every sweep override, so a malformed override, an
 unknown model, task or key, an impossible value, an unwritable out_dir, or a run directory that
 holds results of another config stops with one line naming the key and what is allowed, and
 nothing is written.
@@ -27,11 +27,11 @@ from hydra.errors import MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from study import rundir
 from study.checks import suggest
-from study.hydra_private import command_line, value_text
-from study.job import ConfigError, build, identity_error, one_line, run_job
-from study.sweep import SweepSummary, sweep_jobs
+from study.runs import rundir
+from study.runs.hydra_private import command_line, value_text
+from study.runs.job import ConfigError, build, identity_error, one_line, run_job
+from study.runs.sweep import SweepSummary, sweep_jobs
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 

@@ -18,13 +18,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from study.checks import require_bool, require_int, require_number
-from study.ensemble import Ensemble, Single
+from study.model.ensemble import Ensemble, Single
 from study.probes import ProbeResult, ProbeSettings, run_probes
 from study.tasks.base import Batch, Task
 
 logger = logging.getLogger(
     __name__
-)  # train.log of each run (study/job.py): one line per evaluation
+)  # train.log of each run (study/runs/job.py): one line per evaluation
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Records:
     solved_step: int | None = None  # the first evaluated step at which the task was solved
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        """The run's tables by name (study.rundir.TABLES)."""
+        """The run's tables by name (study.runs.rundir.TABLES)."""
         return {
             "metrics": self.metrics_frame(),
             "grad_flow": self.flow_frame(),
@@ -172,11 +172,11 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-Members = Single | Ensemble  # one model, or a seed ensemble (study/ensemble.py)
+Members = Single | Ensemble  # one model, or a seed ensemble (study/model/ensemble.py)
 
 
 class Checkpoint(Protocol):
-    """Where a run keeps its resumable state (see study.checkpoint.CheckpointFile)."""
+    """Where a run keeps its resumable state (see study.runs.checkpoint.CheckpointFile)."""
 
     def load(self) -> dict | None: ...
     def save(self, state: dict) -> None: ...
@@ -195,7 +195,7 @@ def data_generator(seed: int, stream: str) -> torch.Generator:
 def cut_draws(cut, batches: list[Batch], seeds: list[int], step: int) -> list[Tensor] | None:
     """A stochastic gradient-path cut's s_t for each member's update at `step`, each from its
     own stream of (seed, step), so that a run draws the same cuts alone, in an ensemble and
-    after a resume; None for no cut or a deterministic one (study/cut.py)."""
+    after a resume; None for no cut or a deterministic one (study/model/cut.py)."""
     if cut is None or cut.prob == 1.0:
         return None
     return [
@@ -231,7 +231,7 @@ def gradient_step(
     own. Returns the losses and the gradient norms before clipping, and with `per_example`
     each member's per-sequence losses and metrics (detached; None otherwise);
     `optimizer.step()` (after the loop has checked them for divergence) completes the step.
-    scales: a stochastic gradient-path cut's s_t per member for this update (study/cut.py)."""
+    scales: a stochastic gradient-path cut's s_t per member for this update (study/model/cut.py)."""
     ys = members.predict([b.x for b in batches], [b.valid for b in batches], scales)
     per_loss = [task.loss(task.select(y), b) for y, b in zip(ys, batches)]
     losses = [loss.mean() for loss in per_loss]

@@ -12,8 +12,8 @@ import torch
 from study.model import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
-# the readers' table cache (study.results.cache_dir) of this test session, apart from the user's;
-# the commands the tests start inherit it
+# the readers' table cache (study.read.results.cache_dir) of this test session, apart from the
+# user's; the commands the tests start inherit it
 os.environ.setdefault("STUDY_CACHE", tempfile.mkdtemp(prefix="study-cache-"))
 
 
@@ -39,7 +39,7 @@ def study_run(*args, out: Path | None = None, module="study.run", timeout=600, c
 def train_one(model, task, make_optimizer, settings, seed, probes=None, progress=None,
               checkpoint=None, device="cpu"):  # fmt: skip
     """study.train.train for one model (an ensemble of one, as the job trains it): its records."""
-    from study.ensemble import Single
+    from study.model.ensemble import Single
     from study.train import train
 
     members, checkpoints = Single(model), [checkpoint]
@@ -79,7 +79,7 @@ EXPERIMENTS = {
         "seed=0",
         "ensemble=2",  # the experiment's ensembles of 5, of 2: seeds 0 and 1
         "model=rnn,gru",
-        "train.optimizer.lr=1e-3,1e-2,1e-1",  # 3 rates: a window sweep (study/windows.py)
+        "train.optimizer.lr=1e-3,1e-2,1e-1",  # 3 rates: a window sweep (study/read/windows.py)
     ],
     "study_lr_lag": [
         *TRAINED,

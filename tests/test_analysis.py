@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.analysis import decay_ratio, leaves_baseline, success_table, wilson
+from study.read.analysis import decay_ratio, leaves_baseline, success_table, wilson
 
 
 def test_decay_ratio_is_first_over_last_and_its_geometric_rate():
@@ -77,6 +77,6 @@ def test_leaves_baseline_is_the_first_evaluation_below_the_fraction():
 def test_a_step_without_probes_says_which_steps_have_them(tiny_study):
     from tests.conftest import study_run
 
-    proc = study_run(tiny_study / "lags_adding", "--step", "99999", module="study.analysis")
+    proc = study_run(tiny_study / "lags_adding", "--step", "99999", module="study.read.analysis")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr
     assert "no probe at step 99999: the runs were probed at steps 0, 4" in proc.stdout

@@ -8,7 +8,7 @@ import pytest
 
 
 def test_quick_ensemble_table_is_written(tmp_path):
-    cmd = [sys.executable, "-m", "study.bench", "--quick", "--only", "ensemble", "--out", tmp_path]
+    cmd = [sys.executable, "-m", "study_bench", "--quick", "--only", "ensemble", "--out", tmp_path]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "ensemble.csv")
@@ -17,7 +17,7 @@ def test_quick_ensemble_table_is_written(tmp_path):
 
 
 def test_an_unknown_table_is_one_line_error(tmp_path):
-    cmd = [sys.executable, "-m", "study.bench", "--only", "speeed", "--out", tmp_path]
+    cmd = [sys.executable, "-m", "study_bench", "--only", "speeed", "--out", tmp_path]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown table speeed: allowed targets" in proc.stderr
     assert not list(tmp_path.iterdir())  # nothing written
@@ -27,7 +27,7 @@ def test_the_benchmark_times_the_training_loops_own_step(monkeypatch):
     """Both the loop (study.train.train) and every timed step of the benchmark go
     through study.train.gradient_step: count its calls from each."""
     import study.train
-    from study import bench
+    import study_bench as bench
     from study.model import build_model
     from study.tasks.adding import Adding
     from study.train import TrainSettings
@@ -48,7 +48,7 @@ def test_the_benchmark_times_the_training_loops_own_step(monkeypatch):
 
 
 def test_quick_scan_table_compares_scan_loop_and_rnn_at_matched_parameters(tmp_path):
-    cmd = [sys.executable, "-m", "study.bench", "--quick", "--only", "scan", "--out", tmp_path]
+    cmd = [sys.executable, "-m", "study_bench", "--quick", "--only", "scan", "--out", tmp_path]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "scan.csv")
@@ -60,11 +60,11 @@ def test_quick_scan_table_compares_scan_loop_and_rnn_at_matched_parameters(tmp_p
 
 
 def test_quick_cuts_table_times_every_arm_cut_and_uncut(tmp_path):
-    cmd = [sys.executable, "-m", "study.bench", "--quick", "--only", "cuts", "--out", tmp_path]
+    cmd = [sys.executable, "-m", "study_bench", "--quick", "--only", "cuts", "--out", tmp_path]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "cuts.csv")
-    from study.bench import CUT_ARMS
+    from study_bench import CUT_ARMS
 
     assert list(zip(table.cell, table.cut)) == CUT_ARMS
     assert (table[["uncut_ms", "cut_ms", "cut_ensemble_ms_per_member"]] > 0).all().all()
@@ -82,14 +82,14 @@ def test_a_bad_device_or_out_is_one_line(tmp_path, args, message):
     file = tmp_path / "a-file"
     file.write_text("")
     args = [str(file) if a == "FILE" else a for a in args]
-    cmd = [sys.executable, "-m", "study.bench", "--only", "targets", *args]
+    cmd = [sys.executable, "-m", "study_bench", "--only", "targets", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and message in proc.stderr.splitlines()[-1]
     assert "Traceback" not in proc.stderr
 
 
 def test_quick_lstm1997_table_times_the_explicit_loop_and_the_function(tmp_path):
-    cmd = [sys.executable, "-m", "study.bench", "--quick", "--only", "lstm1997", "--out", tmp_path]
+    cmd = [sys.executable, "-m", "study_bench", "--quick", "--only", "lstm1997", "--out", tmp_path]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "lstm1997.csv")
@@ -103,7 +103,7 @@ def test_the_readers_table_times_collect_and_report_cold_and_warm(tmp_path):
     results = tmp_path / "results"
     tiny = ["task.length=6", "train.steps=2", "train.log_every=1", "train.eval_size=8"]
     study_run("-m", "model=rnn,gru", *tiny, "model.hidden_size=4", out=results, check=True)
-    cmd = [sys.executable, "-m", "study.bench", "--only", "readers", "--results", results]
+    cmd = [sys.executable, "-m", "study_bench", "--only", "readers", "--results", results]
     proc = subprocess.run([*cmd, "--out", tmp_path / "b"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "b" / "readers.csv")

@@ -1,4 +1,4 @@
-"""The causal test's numbers (study/causal.py): the exact test and the difference interval
+"""The causal test's numbers (study/read/causal.py): the exact test and the difference interval
 against published values and brute force, the arms table against hand counts on synthetic runs,
 the verdicts as the experiment's header states them, and the real command on the tiny study."""
 
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.analysis import fisher_exact, newcombe, wilson
-from study.causal import arms_table, verdicts
-from study.labels import cut_label, model_label
+from study.read.analysis import fisher_exact, newcombe, wilson
+from study.read.causal import arms_table, verdicts
+from study.read.labels import cut_label, model_label
 from tests.conftest import ROOT
 
 
@@ -124,7 +124,7 @@ def test_the_verdicts_are_the_ones_stated_before_the_runs(linear, hidden, verdic
 
 def test_study_learning_prints_the_causal_table_of_the_tiny_study(tiny_study):
     proc = subprocess.run(
-        [sys.executable, "-m", "study.learning", str(tiny_study / "study_causal")],
+        [sys.executable, "-m", "study.read.learning", str(tiny_study / "study_causal")],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -138,7 +138,7 @@ def test_study_learning_prints_the_causal_table_of_the_tiny_study(tiny_study):
 def test_looser_thresholds_count_the_runs_that_got_below_them_on_the_way():
     """A linear-cut arm that plateaus at 3 % of the baseline: 0/5 at the criterion, 5/5 at 5 %
     and 10 %; the verdict flips with the threshold, and the table says so."""
-    from study.causal import threshold_tables
+    from study.read.causal import threshold_tables
 
     runs, metrics, _, _ = synthetic({None: [1000] * 5, "linear": [None] * 5, "hidden": [2000] * 5})
     plateau = metrics.path.str.startswith("linear") & (metrics.name == "eval_loss")
@@ -155,7 +155,7 @@ def test_the_within_group_rank_correlation_is_not_the_pooled_one():
     """Two models: one reaches far and solves fast, the other neither; within each, reach and
     speed are unrelated (ranks reversed in one, equal in the other). Pooled rho is strongly
     negative, the within-group mean near zero: the pooled one says which model a run is."""
-    from study.learning import spearman, within_groups
+    from study.read.learning import spearman, within_groups
 
     d = pd.DataFrame(
         {

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.func import jacrev
 
-from study.cells import GRUCell, LSTMCell, RNNCell
 from study.model import SequenceModel, build_model
+from study.model.cells import GRUCell, LSTMCell, RNNCell
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from study.job import build
+from study.runs.job import build
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 OPTIONS = [
@@ -65,7 +65,7 @@ def test_every_experiment_composes_and_its_first_job_trains(name):
     """Globbed: a new experiment file is covered without editing this test. The experiment's
     sweep is expanded as Hydra's basic sweeper does; its first job is composed, shrunk to a tiny
     size and trained with every probe it asks for."""
-    from study.sweep import sweep_jobs
+    from study.runs.sweep import sweep_jobs
     from tests.conftest import train_one
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -84,7 +84,7 @@ def test_every_experiment_composes_and_its_first_job_trains(name):
 
 
 def test_the_tiny_study_runs_every_experiment_that_a_figure_reads():
-    from study.figures import FIGURES
+    from study.read.figures import FIGURES
     from tests.conftest import EXPERIMENTS as TINY
 
     read = {e for _, experiments in FIGURES.values() for e in experiments} - {"quick"}
@@ -113,9 +113,9 @@ def test_the_experiments_that_replaced_makefile_lines_find_their_committed_runs(
     """study_adding_long (once LONG_LAGS) and study_lr with its ensembles (once two LR_WINDOW
     lines, some cells alone) compose to the stored config of every committed run they name, and
     name runs that exist: `make reference` skips them."""
-    from study import rundir
     from study.run import _compose, check_sweep_identity
-    from study.sweep import sweep_jobs
+    from study.runs import rundir
+    from study.runs.sweep import sweep_jobs
 
     out = f"out_dir={CONF.parent / 'results' / 'reference'}"
     base = _compose([overrides[0], out], hydra_config=True)  # the experiment, no sweep

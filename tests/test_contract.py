@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from study.cells import Cell, hold
 from study.contract import ContractError, check_cell, check_task
 from study.model import CELLS
+from study.model.cells import Cell, hold
 from study.tasks.adding import Adding
 from study.tasks.base import Batch, Task
 

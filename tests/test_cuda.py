@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from study.ensemble import Ensemble
-from study.fast import sequence
+from study.model.ensemble import Ensemble
+from study.model.fast import sequence
 from tests.conftest import small_model, study_run
 from tests.test_cut import ARMS as CUT_ARMS
 from tests.test_cut import IDS as CUT_IDS

@@ -1,4 +1,4 @@
-"""Gradient-path cuts (study/cut.py) against a reference written from the equations with
+"""Gradient-path cuts (study/model/cut.py) against a reference written from the equations with
 explicit `.detach()` calls, float64: the forward pass bit for bit unchanged, every gradient equal
 on every training path (the explicit cells, the whole-sequence Functions and scans, stacked
 ensembles), the probes' per-lag gradients zero along a cut path."""
@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from study.ensemble import Ensemble
-from study.fast import hidden_states
-from study.linear_cells import g as min_g
 from study.model import build_model
+from study.model.ensemble import Ensemble
+from study.model.fast import hidden_states
+from study.model.linear_cells import g as min_g
 from study.probes import ProbeSettings, cell_path_gradient, gradient_flow, run_probes
 from study.tasks.adding import Adding
 from study.train import TrainSettings, cut_draws, train
@@ -37,7 +37,7 @@ def sg(x, s):
 
 def reference_states(model, x, path, s):
     """h_t of every step, (B, T, H), from the cell's equations, with the previous state's use
-    on `path` passed through sg(., s_t). Independent of study/cells.py's code."""
+    on `path` passed through sg(., s_t). Independent of study/model/cells.py's code."""
     cell = model.cell
     P = dict(cell.named_parameters())
     B, T, _ = x.shape

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from study.learning import print_summary
+from study.read.learning import print_summary
 from tests.conftest import ROOT
 
 WINDOWS = ROOT / "docs" / "numbers" / "windows.txt"
@@ -36,7 +36,7 @@ def test_the_committed_numbers_are_what_the_committed_runs_give(path):
 
 
 def test_the_committed_windows_are_what_the_committed_runs_give():
-    from study.windows import print_windows
+    from study.read.windows import print_windows
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
@@ -46,8 +46,8 @@ def test_the_committed_windows_are_what_the_committed_runs_give():
 
 
 def test_the_committed_compute_is_what_the_runs_recorded_and_the_readme_quotes_it():
-    from study.collect import print_compute
-    from study.results import experiments
+    from study.read.collect import print_compute
+    from study.read.results import experiments
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
@@ -60,8 +60,8 @@ def test_the_committed_compute_is_what_the_runs_recorded_and_the_readme_quotes_i
 
 
 def test_the_guides_causal_table_matches_the_committed_runs():
-    from study.causal import arms_table
-    from study.results import load_runs, load_table
+    from study.read.causal import arms_table
+    from study.read.results import load_runs, load_table
 
     folder = REFERENCE / "study_causal"
     runs = load_runs(folder)

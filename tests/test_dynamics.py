@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch.func import jacrev
 
-import study.snr
-from study.jacobians import COLLAPSED, jacobian_spectra
+import study.probes.snr
 from study.probes import ProbeSettings, run_probes
-from study.snr import gradient_snr, per_step_gradients
+from study.probes.jacobians import COLLAPSED, jacobian_spectra
+from study.probes.snr import gradient_snr, per_step_gradients
 from study.tasks.adding import Adding
 from tests.conftest import small_model
 from tests.test_probes import double_batch
@@ -161,7 +161,9 @@ def test_snr_of_pure_noise_is_about_one_over_root_m(monkeypatch):
     stand in for the per-batch gradients."""
     M = 16
     draws = iter(torch.tensor(np.random.default_rng(0).standard_normal((M, 200, 30))))
-    monkeypatch.setattr(study.snr, "per_step_gradients", lambda model, task, batch: next(draws))
+    monkeypatch.setattr(
+        study.probes.snr, "per_step_gradients", lambda model, task, batch: next(draws)
+    )
     snr = gradient_snr(None, None, [None] * M)["snr"].numpy()
     assert abs(snr.mean() - 1 / np.sqrt(M)) < 0.02
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from study.ensemble import Ensemble
 from study.model import build_model
+from study.model.ensemble import Ensemble
 from study.probes import ProbeSettings
 from study.tasks.adding import Adding
 from study.train import TrainSettings, train
@@ -19,7 +19,7 @@ def adam(params):
 
 
 def model_of(seed, cell, **kw):
-    torch.manual_seed(seed)  # as study.job.build: the initialisation is a function of the seed
+    torch.manual_seed(seed)  # as study.runs.job.build: the initialisation is a function of the seed
     return build_model(cell, 2, 1, hidden_size=6, **kw)
 
 
@@ -100,8 +100,8 @@ class Stop(Exception):
 
 
 class Store:
-    """An in-memory checkpoint (study.checkpoint.CheckpointFile keeps the same dict on disk) that
-    can stop the run right after it saved step `stop_at`, as a kill would."""
+    """An in-memory checkpoint (study.runs.checkpoint.CheckpointFile keeps the same dict on disk)
+    that can stop the run right after it saved step `stop_at`, as a kill would."""
 
     def __init__(self, stop_at=None):
         self.state, self.stop_at = None, stop_at

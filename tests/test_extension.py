@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from study.figures import KINDS
-from study.results import load_runs, load_table
+from study.read.figures import KINDS
+from study.read.results import load_runs, load_table
 from tests.conftest import study_run
 
 TASK = '''
@@ -63,7 +63,7 @@ def figures(tmp_path, env):
         tmp_path / "figs",
         cwd=tmp_path,
         env=env,
-        module="study.figures",
+        module="study.read.figures",
     )
 
 
@@ -100,7 +100,7 @@ def test_an_outside_task_gets_every_figure_its_runs_support(tmp_path, outside):
 
 CELL = '''
 import torch
-from study.cells import Cell, hold
+from study.model.cells import Cell, hold
 
 
 class LeakyCell(Cell):

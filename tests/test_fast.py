@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from study.fast import sequence
+from study.model.fast import sequence
 from study.tasks.adding import Adding
 from study.train import TrainSettings
 from tests.conftest import small_model, train_one
@@ -169,8 +169,8 @@ def test_backward_leaves_a_shared_incoming_gradient_intact(cell):
 def test_the_lstm_function_takes_left_padding_and_the_lstm_without_forget_gate(forget_gate, padded):
     """LSTMSequence (single and stacked) against the explicit cell, float64: the 1997 LSTM
     (f = 1) and left-padded batches of the 1997 adding problem's kind (lengths T..T + T/10)."""
-    from study.ensemble import Ensemble
-    from study.fast import choose_path
+    from study.model.ensemble import Ensemble
+    from study.model.fast import choose_path
     from study.tasks.base import left_pad_mask
 
     models = [small_model("lstm", 3, 6, 2, seed=s, forget_gate=forget_gate) for s in (4, 5)]

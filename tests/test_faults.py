@@ -17,9 +17,10 @@ import pandas as pd
 import pytest
 import torch
 
-from study import collect, rundir
-from study.results import load_runs, load_table, status_table
+from study.read import collect
+from study.read.results import load_runs, load_table, status_table
 from study.run import precheck
+from study.runs import rundir
 from tests.conftest import ROOT, study_run
 
 TINY = ["task.length=8", "train.steps=4", "train.log_every=2", "train.eval_size=16"]
@@ -182,8 +183,8 @@ def test_a_planted_pickle_in_a_checkpoint_is_refused_and_never_runs(tmp_path):
 
 def test_a_checkpoints_records_come_back_exactly(tmp_path):
     """Records through the weights_only checkpoint: every table equal, dtypes included."""
-    from study.checkpoint import CheckpointFile
     from study.model import build_model
+    from study.runs.checkpoint import CheckpointFile
     from study.tasks.adding import Adding
     from study.train import TrainSettings
     from tests.conftest import train_one
@@ -211,7 +212,7 @@ def test_the_cache_key_does_not_depend_on_how_the_path_is_spelled(tmp_path, monk
     spellings = [out / "default", Path("results/default"), Path("results/./default/")]
     frames = [load_table(p, "metrics") for p in spellings]
     assert all(f.drop(columns="path").equals(frames[0].drop(columns="path")) for f in frames)
-    from study.results import cache_dir
+    from study.read.results import cache_dir
 
     assert len(list(cache_dir(out / "default").glob("metrics-*.parquet"))) == 1
 
@@ -316,7 +317,9 @@ def test_a_task_whose_targets_do_not_match_its_sizes_stops_before_any_run(tmp_pa
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("module", ["study.figures", "study.collect", "study.analysis"])
+@pytest.mark.parametrize(
+    "module", ["study.read.figures", "study.read.collect", "study.read.analysis"]
+)
 def test_the_readers_fail_on_a_path_that_does_not_exist(tmp_path, module):
     proc = study_run(tmp_path / "nothing", module=module)
     assert proc.returncode != 0 and "is not a directory" in proc.stderr
@@ -419,7 +422,7 @@ def test_kill_9_of_a_joblib_sweep_ends_its_workers(tmp_path, start):
 
 INJECT_ENOSPC = """
 import errno
-import study.rundir as rundir
+import study.runs.rundir as rundir
 
 _write = rundir.atomic_write
 
@@ -547,8 +550,8 @@ def test_overlapping_ensembles_train_the_shared_seed_once(tmp_path):
 def test_a_running_runs_tables_are_flushed_at_each_checkpoint(tmp_path):
     """Partial curves can be read while a run trains: each checkpoint writes the tables so far,
     equal to the first rows of the finished run's tables."""
-    from study.checkpoint import CheckpointFile
     from study.model import build_model
+    from study.runs.checkpoint import CheckpointFile
     from study.tasks.adding import Adding
     from study.train import TrainSettings
     from tests.conftest import train_one
@@ -618,7 +621,7 @@ def test_a_deleted_run_json_is_named_in_the_summary(tmp_path):
     run = sorted(p.parent for p in out.rglob(rundir.RUN_JSON))[0]
     (run / rundir.RUN_JSON).unlink()
     (run / rundir.CONFIG).unlink()
-    from study.sweep import summarise
+    from study.runs.sweep import summarise
 
     counts, named = summarise([run], token=None)
     assert counts["missing"] == 1 and named["missing"] == [run.name]
@@ -657,7 +660,7 @@ def test_a_checkpoint_on_a_full_disk_says_no_space_left(tmp_path, monkeypatch):
     import errno
     import shutil
 
-    from study import checkpoint
+    from study.runs import checkpoint
     from study.train import Records
 
     def full(*args, **kwargs):
@@ -672,13 +675,15 @@ def test_a_checkpoint_on_a_full_disk_says_no_space_left(tmp_path, monkeypatch):
     assert rundir.is_disk_error(e.value)
 
 
-@pytest.mark.parametrize("module", ["study.figures", "study.collect", "study.report"])
+@pytest.mark.parametrize(
+    "module", ["study.read.figures", "study.read.collect", "study.read.report"]
+)
 def test_a_reader_with_an_out_it_cannot_write_is_one_line(tmp_path, module):
     out = tmp_path / "results"
     study_run(*TINY, out=out, check=True)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    target = blocker / "report.html" if module == "study.report" else blocker
+    target = blocker / "report.html" if module == "study.read.report" else blocker
     proc = study_run(out, "--out", target, module=module)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) <= 2  # argparse's usage line and the error
@@ -689,7 +694,7 @@ def test_a_damaged_run_is_named_once_per_command(tmp_path):
     study_run("-m", "model=rnn,gru", *TINY, out=out, check=True)
     run = sorted(p.parent for p in out.rglob(rundir.RUN_JSON))[0]
     (run / "metrics.parquet").write_bytes(b"damaged")
-    proc = study_run(out, "--out", tmp_path / "figs", module="study.figures")
+    proc = study_run(out, "--out", tmp_path / "figs", module="study.read.figures")
     assert proc.returncode == 0, proc.stderr
     named = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "damaged run" in ln]
     assert len(named) == 1 and str(run) in named[0]

@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from study.figures import FIGURES, render
-from study.plots import describe
+from study.read.figures import FIGURES, render
+from study.read.plots import describe
 from tests.conftest import study_run
 
 matplotlib.use("Agg")
@@ -70,7 +70,7 @@ def smoke(tmp_path_factory):
 
 
 def test_the_smoke_experiment_gets_its_figures(smoke, tmp_path):
-    proc = study_run(smoke, "--out", tmp_path, module="study.figures")
+    proc = study_run(smoke, "--out", tmp_path, module="study.read.figures")
     assert proc.returncode == 0, proc.stderr
     drawn = sorted(p.stem for p in (tmp_path / "smoke").glob("*.png"))
     assert drawn == [
@@ -88,19 +88,21 @@ def test_the_smoke_experiment_gets_its_figures(smoke, tmp_path):
     assert not any(line.startswith("skip   fig") for line in proc.stderr.splitlines())
     needs = f"7 figure(s) written to {tmp_path}; {len(FIGURES)} need experiments not under"
     assert needs in proc.stderr
-    listed = study_run(smoke, "--list", module="study.figures").stdout.splitlines()
+    listed = study_run(smoke, "--list", module="study.read.figures").stdout.splitlines()
     assert len(listed) == len(FIGURES) and all(line.startswith("no ") for line in listed)
 
 
-@pytest.mark.parametrize("module", ["study.figures", "study.collect", "study.analysis"])
+@pytest.mark.parametrize(
+    "module", ["study.read.figures", "study.read.collect", "study.read.analysis"]
+)
 def test_every_reader_takes_an_out_dir_an_experiment_or_a_folder_above(smoke, tmp_path, module):
     outputs = []
     for level in (smoke.parent, smoke, smoke / "smoke"):
-        extra = ["--out", tmp_path / level.name] if module != "study.analysis" else []
+        extra = ["--out", tmp_path / level.name] if module != "study.read.analysis" else []
         proc = study_run(level, *extra, module=module)
         assert proc.returncode == 0, proc.stderr
         outputs.append(proc.stdout.replace(str(tmp_path / level.name), "OUT"))
-    if module == "study.figures":  # the same files at every level
+    if module == "study.read.figures":  # the same files at every level
         found = [
             sorted(
                 p.relative_to(tmp_path / lv.name).as_posix()
@@ -116,7 +118,7 @@ def test_every_reader_takes_an_out_dir_an_experiment_or_a_folder_above(smoke, tm
 
 
 def test_a_reader_given_a_folder_without_runs_says_so(tmp_path):
-    proc = study_run(tmp_path, module="study.figures")
+    proc = study_run(tmp_path, module="study.read.figures")
     assert proc.returncode != 0 and "holds no runs" in proc.stderr
 
 
@@ -128,7 +130,7 @@ def test_every_model_is_drawn_in_its_cells_colour_in_every_figure(tiny_study):
 
     import matplotlib.colors as mcolors
 
-    from study.plots import color, model_colors
+    from study.read.plots import color, model_colors
 
     models = pd.DataFrame({"model": ["RNN", "LSTM a", "LSTM b", "LSTM c", "GRU"],
                            "cell": ["rnn", "lstm", "lstm", "lstm", "gru"]})  # fmt: skip
@@ -155,7 +157,7 @@ def test_every_model_is_drawn_in_its_cells_colour_in_every_figure(tiny_study):
 
 
 def test_heatmap_rows_sort_as_numbers_and_factors_near_one_keep_their_digits():
-    from study.plots import _factor, _order_key
+    from study.read.plots import _factor, _order_key
 
     assert sorted(["-1", "-2", "0", "10", "2"], key=_order_key) == ["-2", "-1", "0", "2", "10"]
     assert [_factor(p) for p in (0.25, 0.84, 0.9962, 0.9991, 1.03)] == [
@@ -207,7 +209,7 @@ def test_every_panel_has_tick_labels_and_every_lag_axis_says_lag_k(name, tiny_st
 def test_a_second_reading_copies_the_cached_figures_and_draws_none(smoke, tmp_path, monkeypatch):
     """study-figures and study-report cache each figure (and each skip) keyed by the runs'
     checksums and the code: unchanged results are copied, byte for byte, without drawing."""
-    from study import figures
+    from study.read import figures
 
     monkeypatch.setenv("STUDY_CACHE", str(tmp_path / "cache"))
     first = figures.render_all(smoke, tmp_path / "a")

@@ -1,4 +1,4 @@
-"""The learning study's numbers (study/learning.py) against independent computations on
+"""The learning study's numbers (study/read/learning.py) against independent computations on
 synthetic tables, and stop-on-solve against the same run trained without it."""
 
 import functools
@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from study.learning import (
+from study.model import build_model
+from study.read.learning import (
     beside_paper,
     early_step,
     gradient_reach,
@@ -22,7 +23,6 @@ from study.learning import (
     summary,
     swept,
 )
-from study.model import build_model
 from study.tasks.adding import Adding
 from study.train import Stream, TrainSettings
 from tests.conftest import study_run, train_one
@@ -101,8 +101,8 @@ def test_success_at_each_threshold_counts_the_runs_whose_minimum_got_below_it():
     """A run counts at q when its lowest evaluation loss is below q x its baseline (counted here
     with plain min() per run, in shuffled run order), at the criterion when it solved; the side
     by side table writes each as k/n [Wilson interval]."""
-    from study.analysis import wilson
-    from study.learning import success_by_threshold, threshold_table
+    from study.read.analysis import wilson
+    from study.read.learning import success_by_threshold, threshold_table
 
     rng = np.random.default_rng(3)
     rows, runs = [], []
@@ -206,7 +206,7 @@ def test_the_1997_runs_stand_beside_the_papers_means_and_no_other_runs_do():
             "eval_metric": [0.999, 0.990, 0.995, 1.0, 0.998, 0.9, 0.99],
         }  # fmt: skip
     )
-    runs["model"] = runs.model + "/" + runs.task  # one model name per task (study.labels)
+    runs["model"] = runs.model + "/" + runs.task  # one model name per task (study.read.labels)
     speed = pd.DataFrame(
         {
             "model": ["cec/Adding", "cec/TemporalOrder", "lstm/Adding", "cec/Adding"],

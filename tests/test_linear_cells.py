@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from study.linear_cells import LinearRecurrence, log_space_scan
 from study.model import build_model
+from study.model.linear_cells import LinearRecurrence, log_space_scan
 from study.probes import cell_path_gradient, gradient_flow
 from study.tasks.adding import Adding
 
@@ -146,7 +146,7 @@ def test_chrono_initialisation_spreads_the_memory_time_uniformly(cell):
 
 @pytest.mark.parametrize("cell", NEW)
 def test_an_ensemble_of_linear_cells_runs_each_member_as_alone(cell):
-    from study.ensemble import Ensemble
+    from study.model.ensemble import Ensemble
 
     models = [model64(cell, seed=s) for s in range(3)]
     xs = [torch.randn(2, 9, 3, dtype=torch.float64) for _ in models]

@@ -4,7 +4,7 @@ every run directory, and no bare print in library code."""
 import ast
 from pathlib import Path
 
-from study import rundir
+from study.runs import rundir
 from tests.conftest import ROOT, study_run
 
 TINY = ["task.length=12", "train.steps=6", "train.log_every=3", "train.eval_size=16"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from study.job import build
+from study.runs.job import build
 from tests.conftest import train_one
 
 CONF = Path(__file__).resolve().parent.parent / "conf"

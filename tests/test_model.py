@@ -122,7 +122,8 @@ def test_the_1997_experiments_compose_to_the_papers_input_gate_biases():
         (
             {"cell": "lru", "forget_gate": False},
             "model.forget_gate=False does not apply to cell=lru"
-            " (its keys of nonlinearity, forget_gate, forget_bias, chrono, input_bias: none of them)",
+            " (its keys of nonlinearity, forget_gate, forget_bias, chrono, input_bias:"
+            " none of them)",
         ),
         ({"cell": "lstm", "forget_bias": 1, "chrono": 10}, "model.chrono=10 is invalid with"),
         ({"cell": "lstm", "input_bias": [-3], "chrono": 10}, "without chrono"),

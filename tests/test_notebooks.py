@@ -9,7 +9,7 @@ import jupytext
 import pytest
 from nbclient import NotebookClient
 
-from study.figures import FIGURES
+from study.read.figures import FIGURES
 from tests.conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
@@ -72,7 +72,7 @@ def test_paired_ipynb_is_in_sync_and_has_no_outputs():
 
 def test_figures_cli_renders_everything(tiny_study, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "study.figures", str(tiny_study), "--out", str(tmp_path)],
+        [sys.executable, "-m", "study.read.figures", str(tiny_study), "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 from torch.func import jacrev
 
-from study.jacobians import jacobian_spectra, log_spaced_lags, recurrent_spectra, rollout
 from study.probes import (
     ProbeSettings,
     cell_path_gradient,
@@ -15,6 +14,7 @@ from study.probes import (
     gradient_flow,
     run_probes,
 )
+from study.probes.jacobians import jacobian_spectra, log_spaced_lags, recurrent_spectra, rollout
 from study.tasks.adding import Adding
 from study.tasks.copy_memory import CopyMemory
 from tests.conftest import small_model

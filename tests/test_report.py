@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.report import decay_table, success_table
-from study.results import load_runs, load_table
+from study.read.report import decay_table, success_table
+from study.read.results import load_runs, load_table
 from tests.conftest import study_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -20,7 +20,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def report(tiny_study, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report") / "report.html"
-    proc = study_run(tiny_study, "--out", out, module="study.report")
+    proc = study_run(tiny_study, "--out", out, module="study.read.report")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"wrote {out}"
     return out
@@ -132,7 +132,7 @@ def test_names_from_folders_are_text_not_html(tiny_study, tmp_path):
     root = tmp_path / "results"
     shutil.copytree(tiny_study / "init_ratio", root / XSS)
     out = tmp_path / "report.html"
-    proc = study_run(root, "--out", out, module="study.report")
+    proc = study_run(root, "--out", out, module="study.read.report")
     assert proc.returncode == 0, proc.stderr
     page = out.read_text()
     assert XSS not in page and "&lt;img src=x onerror=window.__xss=1&gt;" in page
@@ -151,7 +151,7 @@ def test_names_from_folders_are_text_not_html(tiny_study, tmp_path):
 
 
 def test_report_out_a_folder_is_one_line(tiny_study, tmp_path):
-    proc = study_run(tiny_study / "init_ratio", "--out", tmp_path, module="study.report")
+    proc = study_run(tiny_study / "init_ratio", "--out", tmp_path, module="study.read.report")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"--out {tmp_path} is a folder" in proc.stderr.splitlines()[-1]
 
@@ -160,9 +160,9 @@ def test_report_out_a_folder_is_one_line(tiny_study, tmp_path):
 def test_learning_curves_have_one_legend_entry_per_model_and_T_in_its_cells_colour(seeds):
     import matplotlib.colors as mcolors
 
-    from study.labels import vocabulary
-    from study.plots import color
-    from study.report import MANY_RUNS, curves_plot
+    from study.read.labels import vocabulary
+    from study.read.plots import color
+    from study.read.report import MANY_RUNS, curves_plot
 
     rows, runs = [], []
     for cell in ("rnn", "gru"):
@@ -194,7 +194,7 @@ def test_learning_curves_have_one_legend_entry_per_model_and_T_in_its_cells_colo
 def test_the_report_names_every_notebook():
     import re
 
-    from study.report import NOTEBOOKS
+    from study.read.report import NOTEBOOKS
     from tests.conftest import ROOT
 
     named = set(re.findall(r"<code>(fig\d\w*)</code>", NOTEBOOKS))

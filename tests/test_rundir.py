@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from study import rundir
+from study.runs import rundir
 
 
 def test_a_null_key_is_the_same_identity_as_an_absent_one():
@@ -95,9 +95,9 @@ def test_study_collect_compact_reports_each_experiment(tiny_study, tmp_path):
     from tests.conftest import study_run
 
     _, run = _old_format_copy(tiny_study, tmp_path)
-    proc = study_run(tmp_path / "old", "--compact", module="study.collect", check=True)
+    proc = study_run(tmp_path / "old", "--compact", module="study.read.collect", check=True)
     assert proc.stdout.startswith("old: 1 compacted; ") and "MiB on disk" in proc.stdout
-    proc = study_run(tmp_path / "old", "--compact", module="study.collect", check=True)
+    proc = study_run(tmp_path / "old", "--compact", module="study.read.collect", check=True)
     assert proc.stdout.startswith("old: 1 compact; ")
 
 

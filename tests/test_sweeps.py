@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from study.model import build_model
-from study.results import load_runs, load_table, status_table
+from study.read.results import load_runs, load_table, status_table
 from study.tasks.adding import Adding
 from study.train import TrainSettings
 from tests.conftest import ROOT, study_run, train_one
@@ -169,7 +169,7 @@ def test_collect_and_cached_tables(tmp_path):
     }
     flow = load_table(root, "grad_flow", runs)
     assert set(flow.run_id) == set(runs.run_id) and {"config", "seed", "cell"} <= set(flow.columns)
-    from study.results import cache_dir
+    from study.read.results import cache_dir
 
     assert len(list(cache_dir(root).glob("grad_flow-*.parquet"))) == 1
     assert not list(root.rglob(".cache"))  # reading writes nothing into the results tree
@@ -178,7 +178,10 @@ def test_collect_and_cached_tables(tmp_path):
     gru1 = Path(next(p for p in runs.path if "model=gru" in p and p.endswith("seed=1")))
     (gru1 / "run.json").unlink()
     out = subprocess.run(
-        [sys.executable, "-m", "study.collect", str(root)], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "study.read.collect", str(root)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
     assert (root / "collected" / "metrics.parquet").exists()
@@ -253,11 +256,11 @@ def test_collect_counts_an_ensembles_wall_time_once(tmp_path):
     study_run("-m", "model=rnn", "seed=0", "ensemble=2", *TINY, out=tmp_path, check=True)
     infos = [json.loads(p.read_text()) for p in (tmp_path / "default").glob("*/run.json")]
     assert len(infos) == 2 and len({i["wall_time_s"] for i in infos}) == 1  # one shared time
-    from study.collect import process_seconds
+    from study.read.collect import process_seconds
 
     runs = load_runs(tmp_path / "default")
     assert process_seconds(runs) == pytest.approx(infos[0]["wall_time_s"])  # not twice over
-    out = study_run(tmp_path / "default", module="study.collect", check=True)
+    out = study_run(tmp_path / "default", module="study.read.collect", check=True)
     assert "h summed over the 2 finished runs (an ensemble's wall time shared" in out.stdout
 
 
@@ -289,7 +292,7 @@ def test_help_glob_and_an_unknown_option_see_the_configs_of_a_searchpath(tmp_pat
 def test_collect_compute_sums_each_experiments_process_hours_from_run_json(tiny_study):
     """study-collect --compute: per experiment the finished runs and their process hours (an
     ensemble's wall time once), against the run.json files read here by hand."""
-    out = study_run(tiny_study, "--compute", module="study.collect", check=True).stdout
+    out = study_run(tiny_study, "--compute", module="study.read.collect", check=True).stdout
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if "total" not in line}
     for name in ("study_lr", "study_causal"):
         infos = [json.loads(p.read_text()) for p in (tiny_study / name).glob("*/run.json")]

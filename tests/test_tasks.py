@@ -126,7 +126,7 @@ def test_bad_task_options_name_the_key(make, message):
 def test_run_json_input_length_follows_each_tasks_layout():
     """Copy memory reads 10 symbols, T-1 blanks, a delimiter and 10 blanks: T + 20 steps; the
     1997 adding variant pads to its longest length T + T//10; the Arjovsky form reads T."""
-    from study.job import input_length
+    from study.runs.job import input_length
     from study.tasks.adding import Adding
     from study.tasks.copy_memory import CopyMemory
 

@@ -6,7 +6,7 @@ run's identity."""
 import pandas as pd
 import pytest
 
-from study.learning import gradient_reach
+from study.read.learning import gradient_reach
 from tests.conftest import study_run
 
 TINY = ["task.length=6", "train.steps=4", "train.log_every=2", "train.eval_size=16"]

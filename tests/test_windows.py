@@ -1,4 +1,4 @@
-"""The learning-rate windows (study/windows.py) against independent computations: the crossing
+"""The learning-rate windows (study/read/windows.py) against independent computations: the crossing
 against numpy's interpolation, the edges of windows built with known edges, Student's t quantile
 against its closed forms, and the power law's interval against its coverage by Monte Carlo."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study import windows as W
+from study.read import windows as W
 
 RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
 
@@ -107,7 +107,7 @@ def test_the_power_laws_interval_covers_the_exponent_95_percent_of_the_time():
 def test_study_learning_windows_prints_the_windows_of_the_sweeps_and_their_trends(
     tiny_study, capsys
 ):
-    from study.learning import main
+    from study.read.learning import main
 
     main([str(tiny_study), "--windows"])
     out = capsys.readouterr().out
@@ -118,7 +118,7 @@ def test_study_learning_windows_prints_the_windows_of_the_sweeps_and_their_trend
 
 
 def test_study_learning_windows_says_when_there_is_no_sweep(tiny_study, capsys):
-    from study.learning import main
+    from study.read.learning import main
 
     main([str(tiny_study / "study_adding"), "--windows"])  # one rate per (cell, T)
     assert "no learning-rate sweep under" in capsys.readouterr().out
@@ -130,8 +130,8 @@ def test_each_tuned_rate_is_the_rules_pick_from_the_committed_learning_rate_swee
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from study.labels import model_label
-    from study.rundir import flatten
+    from study.read.labels import model_label
+    from study.runs.rundir import flatten
     from tests.conftest import ROOT
 
     runs, tables = W.pooled_tables({"study_lr": ROOT / "results" / "reference" / "study_lr"})
@@ -167,7 +167,7 @@ def test_the_tuned_table_stands_beside_the_fixed_one_with_fishers_p():
 
 
 def test_study_learning_windows_prints_the_tuned_runs_beside_study_adding(tiny_study, capsys):
-    from study.learning import main
+    from study.read.learning import main
 
     main([str(tiny_study), "--windows"])
     out = capsys.readouterr().out.split("== each cell at its own rate (study_tuned)")
