@@ -368,14 +368,14 @@ def probe_members(members, task, batches, steps, seeds, active, probes, s: Train
     keep its tables. A member whose loss or gradient is not finite diverges unprobed: no probe
     (an SVD, an eigensolver) ever sees a non-finite state."""
     step = steps[0].step
-    due, costly = probes.due(step, s.steps, s.log_every)
+    due, jacobians = probes.due(step, s.steps, s.log_every)
     if not due:
         return
     for e in range(members.size):
         if active[e] and steps[e].finite:
             data = data_generator(seeds[e], f"probe-{step}")  # SNR draws, apart from training
             steps[e].probe = run_probes(members.member(e), task, batches[e], step, probes,
-                                        costly, data)  # fmt: skip
+                                        jacobians, data)  # fmt: skip
 
 
 def record(rec: Records, x: Step, task: Task, s: TrainSettings, seed: int, streams: bool) -> bool:

@@ -244,14 +244,14 @@ def lstm1997_table(H=32, B=32, T=100, E=5, repeats=5, device="cpu") -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def probe_ms(cell, H, B, T, settings: ProbeSettings, costly: bool, repeats=3) -> float:
+def probe_ms(cell, H, B, T, settings: ProbeSettings, jacobians: bool, repeats=3) -> float:
     """Median ms of one probe (run_probes) of a model at initialisation, after one warm-up."""
     task, model, _, batch = _setup(cell, H, B, T, "fast")
-    run_probes(model, task, batch, 0, settings, costly)
+    run_probes(model, task, batch, 0, settings, jacobians)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        run_probes(model, task, batch, 0, settings, costly)
+        run_probes(model, task, batch, 0, settings, jacobians)
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times)
 
@@ -321,7 +321,7 @@ def run_s(cell, H, B, T, steps, log_every, probes: ProbeSettings) -> float:
 
 def probe_table(H, B, T, log_every=100, steps=2000, repeats=5, snr_batches=8) -> pd.DataFrame:
     """Per-probe cost, and the overhead of the default schedule on a whole run of `steps` steps
-    (the default run: 2000): light probes every `log_every` steps, the costly ones (exact
+    (the default run: 2000): light probes every `log_every` steps, the Jacobian probes (exact
     Jacobian spectra and Lyapunov exponents of 2 examples) at step 0, every 1000 steps and the
     last. Derived from the per-step and per-probe costs, and measured: the run with the default
     probes against the same run probed only at its ends, light probes only. The gradient SNR
@@ -330,8 +330,8 @@ def probe_table(H, B, T, log_every=100, steps=2000, repeats=5, snr_batches=8) ->
     default, light_only = ProbeSettings(), ProbeSettings(every=10**9, jacobian_examples=0)
     for cell in CELLS:
         step = step_ms(cell, H, B, T, "fast", repeats)
-        light = probe_ms(cell, H, B, T, default, costly=False)
-        costly = probe_ms(cell, H, B, T, default, costly=True)
+        light = probe_ms(cell, H, B, T, default, jacobians=False)
+        costly = probe_ms(cell, H, B, T, default, jacobians=True)  # the CSV: probe_ms_costly
         snr = probe_ms(
             cell, H, B, T, ProbeSettings(jacobian_examples=0, snr_batches=snr_batches), True
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 from study.model import build_model
 
@@ -53,10 +54,19 @@ def small_model(cell: str, input_size=2, hidden=5, output=1, dtype=torch.float64
 
 
 @pytest.fixture(scope="session")
-def tiny_study(tmp_path_factory):
-    """Every experiment of the study, tiny, run once per test session through the real command."""
-    root = tmp_path_factory.mktemp("study")
-    make_tiny_study(root)
+def tiny_study(tmp_path_factory, worker_id):
+    """Every experiment of the study, tiny, run once per test session through the real command.
+    Under pytest-xdist (`make test` runs 2 workers) the first worker that needs it builds it in
+    the session's shared temporary folder, under a file lock, and the others read it: the tests
+    only read it."""
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # a worker's basetemp is one folder of the session's
+        shared = shared.parent
+    root, done = shared / "tiny_study", shared / "tiny_study.done"
+    with FileLock(shared / "tiny_study.lock"):
+        if not done.exists():
+            make_tiny_study(root)
+            done.touch()
     return root
 
 

@@ -74,7 +74,7 @@ def test_a_run_writes_a_complete_run_directory(tmp_path):
     weights = pd.read_parquet(run_dir / "weights.parquet")
     assert set(weights.block) == {"r", "z", "n"}
     lyapunov = pd.read_parquet(run_dir / "lyapunov.parquet")
-    assert len(lyapunov) == 2 * 2 * 8  # costly steps (0 and 4, the ends) x examples x H
+    assert len(lyapunov) == 2 * 2 * 8  # Jacobian-probe steps (0 and 4, the ends) x examples x H
     # nothing besides the run directory was written
     assert [p.name for p in tmp_path.iterdir()] == ["default"]
 

@@ -187,5 +187,5 @@ def test_run_probes_writes_spectra_lyapunov_and_snr():
     )
     alive = result.flow[(result.flow["quantity"] == "jacobian_alive")]
     assert alive["value"].between(0, 6).all()
-    off = run_probes(model, task, batch, step=5, settings=settings, costly=False)
+    off = run_probes(model, task, batch, step=5, settings=settings, jacobians=False)
     assert off.lyapunov.empty and "grad_snr" not in set(off.flow["quantity"])

@@ -63,12 +63,12 @@ class ProbeSettings:
     every: int = 0  # probe at step 0, the last step and every this many steps; 0 = every log step
     jacobian_examples: int = 2  # examples whose step Jacobians are chained exactly; 0 = off
     jacobian_lags: int = 8  # about this many log-spaced lags from 1 to T-1
-    jacobian_every: int = 1000  # the costly probes at step 0, the last step and every this many
+    jacobian_every: int = 1000  # Jacobian, Lyapunov and SNR probes: at the ends and every this many
     alive_threshold: float = 1e-3  # a direction survives k steps while its singular value is above
     lyapunov_exponents: int = 32  # the top this many Lyapunov exponents
     lyapunov_transient: float = 0.1  # fraction of the steps before the exponents count
     lyapunov_zero: float = 0.01  # |exponent| below this per step counts as near zero
-    snr_batches: int = 0  # independent minibatches for the gradient SNR per lag; 0 = off (costly)
+    snr_batches: int = 0  # independent minibatches for the gradient SNR per lag; 0 = off
     saturation: float = 0.95  # a unit is saturated beyond this (gates: also below 1 - it)
     horizon_fraction: float = 1e-3  # effective horizon: median gradient above this x the last
     flow_lags: int | None = None  # keep about this many log-spaced lags in grad_flow; None = all
@@ -103,16 +103,17 @@ class ProbeSettings:
 
     def due(self, step: int, steps: int, log_every: int) -> tuple[bool, bool]:
         """The probe schedule, the one place it is decided: (probe at this step?, with the
-        costly probes?). Probes run at step 0, at the last step and every `every` steps, where
-        every=0 means at every evaluation (each `log_every` steps); the costly ones (Jacobian
-        spectra and Lyapunov exponents, gradient SNR) only when asked for, at those ends and
-        every `jacobian_every` steps."""
+        Jacobian probes?). Probes run at step 0, at the last step and every `every` steps, where
+        every=0 means at every evaluation (each `log_every` steps); the Jacobian probes (Jacobian
+        spectra and Lyapunov exponents, gradient SNR: the expensive ones) only when asked for,
+        at those ends and every `jacobian_every` steps."""
         ends = step in (0, steps)
         every = self.every or log_every
         probe = ends or step % every == 0
-        costly = self.jacobian_examples > 0 or self.snr_batches > 0
-        costly = costly and (ends or (self.jacobian_every > 0 and step % self.jacobian_every == 0))
-        return probe, probe and costly
+        asked = self.jacobian_examples > 0 or self.snr_batches > 0
+        scheduled = self.jacobian_every > 0 and step % self.jacobian_every == 0
+        jacobians = asked and (ends or scheduled)
+        return probe, probe and jacobians
 
 
 @dataclass
@@ -235,11 +236,11 @@ def run_probes(
     batch: Batch,
     step: int,
     settings: ProbeSettings,
-    costly: bool = True,
+    jacobians: bool = True,
     data: torch.Generator | None = None,
 ) -> ProbeResult:
-    """Every probe of one log step, on the batch of that step, before its update. The costly
-    ones only if `costly`: the Jacobian spectra and Lyapunov exponents (settings.
+    """Every probe of one log step, on the batch of that step, before its update. The Jacobian
+    probes only if `jacobians`: the Jacobian spectra and Lyapunov exponents (settings.
     jacobian_examples of the batch's examples) and the gradient SNR (settings.snr_batches fresh
     minibatches of the batch's size, drawn from `data`, a stream apart from training's)."""
     dtype = getattr(torch, settings.precision)
@@ -252,7 +253,7 @@ def run_probes(
     rows.append(tidy(step, "input_grad", {"x": batch_summary(input_grad, valid)}, T))
 
     scalars, lyapunov = {}, pd.DataFrame()
-    if costly:
+    if jacobians:
         jacobian, lyapunov, scalars = jacobian_rows(parts, step, settings)
         rows += jacobian + snr_rows(parts, task, step, settings, dtype, data)
     memory = batch_summary(norms[cell.memory], valid)["median"][::-1]  # by lag, lag 0 first

@@ -87,7 +87,7 @@ def _needs_matching(runs, tables):
 
 
 def _needs(quantity: str, what: str):
-    """A check that the runs' gradient-flow table has `quantity` (a costly probe that was on)."""
+    """A check that the runs' gradient-flow table has `quantity` (a probe that was on)."""
 
     def needs(runs, tables):
         return None if (tables["grad_flow"].quantity == quantity).any() else f"no {what}"
