@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -109,7 +110,13 @@ EXPERIMENTS = {
 
 
 def make_tiny_study(out: Path) -> None:
-    for name, overrides in EXPERIMENTS.items():
-        proc = study_run("-m", f"experiment={name}", *COMMON, *overrides, out=out)
+    """Two experiments at a time (each its own sweep into its own folder of `out`, as concurrent
+    sweeps may): the other test worker is often waiting for this fixture too."""
+
+    def sweep(name: str) -> None:
+        proc = study_run("-m", f"experiment={name}", *COMMON, *EXPERIMENTS[name], out=out)
         if proc.returncode != 0 or "/ 0 failed" not in proc.stderr.splitlines()[-1]:
             raise RuntimeError(f"{name} failed:\n{proc.stderr}")
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(sweep, EXPERIMENTS))  # list(): re-raises the first failure
