@@ -34,7 +34,7 @@ run: $(STAMP)
 test: $(STAMP) browser
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -n auto  # one worker per core (pytest-xdist); `pytest tests/x.py` runs serially
+	$(PY) -m pytest -n auto --dist worksteal  # a worker per core (pytest-xdist); idle ones take queued tests
 
 # The study's reference results, committed under results/reference: every experiment of
 # REFERENCE, each `experiment=NAME`. What the committed runs took, measured from their run.json
