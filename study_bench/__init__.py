@@ -453,7 +453,7 @@ def readers_table(results: Path) -> pd.DataFrame:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="study-bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small size per table")
     parser.add_argument(
         "--device",
