@@ -7,6 +7,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import forked_command
 import pytest
 import torch
 from filelock import FileLock
@@ -24,17 +25,25 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-def study_run(*args, out: Path | None = None, module="study.run", timeout=600, check=False, **kw):
+def study_run(*args, out: Path | None = None, module="study.run", timeout=600, check=False,
+              fresh=False, **kw):  # fmt: skip
     """`python -m MODULE ARGS out_dir=OUT` from the repository root (the one runner of every
     test that starts the real command); the CompletedProcess. check: raise with its stderr if
-    it exits nonzero."""
-    cmd = [sys.executable, "-m", module, *map(str, args)]
-    if out is not None:
-        cmd.append(f"out_dir={out}")
+    it exits nonzero. `study.run` runs in a child forked from a process that has imported torch
+    already (tests/forked_command.py: the same command without its 4 s of start-up), unless
+    `fresh` or its PYTHONPATH differs from this process's: then in a new interpreter."""
+    args = [*map(str, args), *([f"out_dir={out}"] if out is not None else [])]
     kw.setdefault("cwd", ROOT)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    env = kw.get("env", os.environ)
+    forkable = module == forked_command.MODULE and set(kw) <= {"cwd", "env"}
+    if forkable and not fresh and env.get("PYTHONPATH") == os.environ.get("PYTHONPATH"):
+        with tempfile.TemporaryDirectory(prefix="study-cmd-") as scratch:
+            proc = forked_command.run(args, kw["cwd"], dict(env), timeout, Path(scratch))
+    else:
+        cmd = [sys.executable, "-m", module, *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed:\n{proc.stderr}")
+        raise AssertionError(f"{proc.args} failed:\n{proc.stderr}")
     return proc
 
 
