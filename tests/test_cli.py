@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from study.runs import rundir
 from tests.conftest import study_run
 
 TINY = [
@@ -39,7 +40,7 @@ def test_a_run_writes_a_complete_run_directory(tmp_path):
     assert info["hidden_size"] == 8 and info["n_params"] == 3 * (8 * 2 + 64 + 16) + 9
     assert info["input_length"] == 10  # the adding problem reads T steps
     assert (run_dir / "config.yaml").read_text().startswith("model:")
-    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    metrics = rundir.read_table(run_dir, "metrics")
     assert list(metrics.columns) == ["step", "name", "value"]
     assert sorted(metrics.step.unique()) == [0, 2, 4]
     assert set(metrics.name) == {
@@ -52,7 +53,7 @@ def test_a_run_writes_a_complete_run_directory(tmp_path):
         "lyapunov_max",
         "lyapunov_near_zero",
     }
-    flow = pd.read_parquet(run_dir / "grad_flow.parquet")
+    flow = rundir.read_table(run_dir, "grad_flow")
     assert list(flow.columns) == ["step", "quantity", "state", "position", "lag", "stat", "value"]
     grad = flow[flow.quantity == "grad_norm"]
     assert len(grad) == 3 * 1 * 10 * 2  # steps x states x positions x statistics (mean, median)
@@ -68,12 +69,12 @@ def test_a_run_writes_a_complete_run_directory(tmp_path):
         "jacobian_sigma_min",
         "jacobian_alive",
     }
-    evidence = pd.read_parquet(run_dir / "evidence.parquet")
+    evidence = rundir.read_table(run_dir, "evidence")
     assert len(evidence) == 3 * 64 * 2  # steps x batch x evidence positions (input_grad only)
     assert set(evidence.quantity) == {"input_grad"}
-    weights = pd.read_parquet(run_dir / "weights.parquet")
+    weights = rundir.read_table(run_dir, "weights")
     assert set(weights.block) == {"r", "z", "n"}
-    lyapunov = pd.read_parquet(run_dir / "lyapunov.parquet")
+    lyapunov = rundir.read_table(run_dir, "lyapunov")
     assert len(lyapunov) == 2 * 2 * 8  # Jacobian-probe steps (0 and 4, the ends) x examples x H
     # nothing besides the run directory was written
     assert [p.name for p in tmp_path.iterdir()] == ["default"]
@@ -82,8 +83,9 @@ def test_a_run_writes_a_complete_run_directory(tmp_path):
 def test_same_config_and_seed_give_identical_tables(tmp_path):
     for name in ("a", "b"):
         run_cli("model=lstm", *TINY, "seed=3", out=tmp_path / name)
-    for table in ("metrics.parquet", "grad_flow.parquet"):
-        a, b = (pd.read_parquet(next((tmp_path / n).rglob(table))) for n in ("a", "b"))
+    for table in ("metrics", "grad_flow"):
+        runs = (next((tmp_path / n).rglob("run.json")).parent for n in ("a", "b"))
+        a, b = (rundir.read_table(run, table) for run in runs)
         pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
@@ -104,7 +106,7 @@ def test_divergence_is_recorded_and_exits_zero(tmp_path):
     (run_json,) = tmp_path.rglob("run.json")
     info = json.loads(run_json.read_text())
     assert info["status"] == "diverged" and info["diverged_at_step"] == 0
-    metrics = pd.read_parquet(run_json.parent / "metrics.parquet")
+    metrics = rundir.read_table(run_json.parent, "metrics")
     assert not metrics.value.map(lambda v: abs(v) < float("inf")).all()
 
 

@@ -4,12 +4,12 @@ device=cuda records at step 0 what the same run records on the CPU. Skipped with
 has none); run them where one is: `pytest tests/test_cuda.py`."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from study.model.ensemble import Ensemble
 from study.model.fast import sequence
+from study.runs import rundir
 from tests.conftest import small_model, study_run
 from tests.test_cut import ARMS as CUT_ARMS
 from tests.test_cut import IDS as CUT_IDS
@@ -113,8 +113,7 @@ def test_a_cuda_run_records_what_the_cpu_run_records_at_initialisation(tmp_path,
         run_dirs = sorted(d for d in (out / "default").iterdir() if d.is_dir())
         assert len(run_dirs) == (2 if "ensemble=2" in args else 1)
         tables[device] = [
-            (pd.read_parquet(d / "metrics.parquet"), pd.read_parquet(d / "grad_flow.parquet"))
-            for d in run_dirs
+            (rundir.read_table(d, "metrics"), rundir.read_table(d, "grad_flow")) for d in run_dirs
         ]
     for (m_cpu, f_cpu), (m_cuda, f_cuda) in zip(tables["cpu"], tables["cuda"]):
         at0 = [m[(m.step == 0) & (m.name == "eval_loss")].value.to_numpy() for m in (m_cuda, m_cpu)]

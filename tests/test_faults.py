@@ -56,7 +56,7 @@ def last_line(proc) -> str:
 def test_an_edited_experiment_stops_with_the_keys_that_differ(tmp_path):
     out = tmp_path / "results"
     assert study_run(*own_experiment(tmp_path, 0.001), *TINY, out=out).returncode == 0
-    before = (the_run(out) / "metrics.parquet").read_bytes()
+    before = (the_run(out) / rundir.TABLE_FILE).read_bytes()
 
     edited = own_experiment(tmp_path, 0.01)
     for args in ([*edited, *TINY], ["-m", *edited, *TINY, "seed=0,1"]):
@@ -66,7 +66,7 @@ def test_an_edited_experiment_stops_with_the_keys_that_differ(tmp_path):
         assert "train.optimizer.lr (0.001 -> 0.01)" in proc.stderr
         assert "rerun=true" in proc.stderr and "another out_dir" in proc.stderr
     assert len(list(out.rglob(rundir.RUN_JSON))) == 1  # the sweep wrote nothing, not even seed 1
-    assert (the_run(out) / "metrics.parquet").read_bytes() == before
+    assert (the_run(out) / rundir.TABLE_FILE).read_bytes() == before
 
     proc = study_run(*edited, *TINY, "rerun=true", out=out)
     assert proc.returncode == 0, proc.stderr
@@ -99,9 +99,9 @@ def flip_a_bit(path: Path) -> None:
 
 
 DAMAGE = {
-    "truncated table": (lambda r: os.truncate(r / "grad_flow.parquet", 100), "grad_flow.parquet"),
-    "deleted table": (lambda r: (r / "metrics.parquet").unlink(), "metrics.parquet is missing"),
-    "flipped bit": (lambda r: flip_a_bit(r / "evidence.parquet"), "evidence.parquet does not"),
+    "truncated tables": (lambda r: os.truncate(r / rundir.TABLE_FILE, 100), "tables.zip does not"),
+    "deleted tables": (lambda r: (r / rundir.TABLE_FILE).unlink(), "tables.zip is missing"),
+    "flipped bit": (lambda r: flip_a_bit(r / rundir.TABLE_FILE), "tables.zip does not"),
     "invalid config": (lambda r: (r / rundir.CONFIG).write_text("{: ["), "config.yaml"),
     "invalid run.json": (lambda r: (r / rundir.RUN_JSON).write_text("{"), "run.json"),
 }
@@ -120,7 +120,7 @@ def test_a_damaged_run_is_named_listed_and_retrained(tmp_path, fault, finished, 
     out = tmp_path / "results"
     shutil.copytree(finished, out)
     run = the_run(out)
-    metrics = (run / "metrics.parquet").read_bytes()
+    metrics = (run / rundir.TABLE_FILE).read_bytes()
     damage, what = DAMAGE[fault]
     damage(run)
 
@@ -136,14 +136,14 @@ def test_a_damaged_run_is_named_listed_and_retrained(tmp_path, fault, finished, 
     proc = study_run(*TINY, out=out)
     assert proc.returncode == 0 and f"damaged default/{run.name}" in proc.stderr
     assert rundir.status(run) == "completed"
-    assert (run / "metrics.parquet").read_bytes() == metrics  # retrained to the same numbers
+    assert (run / rundir.TABLE_FILE).read_bytes() == metrics  # retrained to the same numbers
 
 
 def test_a_corrupt_checkpoint_is_moved_aside_and_training_restarts(tmp_path):
     out = tmp_path / "results"
     study_run(*TINY, out=out)
     run = the_run(out)
-    metrics = (run / "metrics.parquet").read_bytes()
+    metrics = (run / rundir.TABLE_FILE).read_bytes()
     info = json.loads((run / rundir.RUN_JSON).read_text()) | {"status": "running"}
     (run / rundir.RUN_JSON).write_text(json.dumps(info))
     (run / rundir.CHECKPOINT).write_bytes(b"\x80\x04 not a checkpoint")
@@ -152,7 +152,7 @@ def test_a_corrupt_checkpoint_is_moved_aside_and_training_restarts(tmp_path):
     assert f"{run / rundir.CHECKPOINT} is unreadable" in proc.stdout + proc.stderr
     assert (run / "checkpoint.pt.corrupt").exists() and not (run / rundir.CHECKPOINT).exists()
     assert rundir.status(run) == "completed"
-    assert (run / "metrics.parquet").read_bytes() == metrics  # from scratch: the same run
+    assert (run / rundir.TABLE_FILE).read_bytes() == metrics  # from scratch: the same run
 
 
 class Planted:
@@ -428,7 +428,7 @@ _write = rundir.atomic_write
 
 
 def atomic_write(path, write):
-    if "model=lstm" in str(path) and str(path).endswith(".parquet"):
+    if "model=lstm" in str(path) and str(path).endswith(rundir.TABLE_FILE):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
     return _write(path, write)
 
@@ -565,11 +565,11 @@ def test_a_running_runs_tables_are_flushed_at_each_checkpoint(tmp_path):
         return train_one(model, Adding(6), opt, settings, seed=0, checkpoint=checkpoint)
 
     records = run(5, CheckpointFile(tmp_path))  # checkpoints after steps 1 and 3
-    flushed = pd.read_parquet(tmp_path / rundir.TABLES["metrics"])
+    flushed = rundir.read_table(tmp_path, "metrics")
     assert sorted(flushed["step"].unique()) == [0, 1, 2, 3]
     final = records.metrics_frame()
     pd.testing.assert_frame_equal(flushed, final[final["step"] <= 3].reset_index(drop=True))
-    flow = pd.read_parquet(tmp_path / rundir.TABLES["grad_flow"])
+    flow = rundir.read_table(tmp_path, "grad_flow")
     assert sorted(flow["step"].unique()) == [0, 1, 2, 3]
 
 
@@ -693,7 +693,7 @@ def test_a_damaged_run_is_named_once_per_command(tmp_path):
     out = tmp_path / "results"
     study_run("-m", "model=rnn,gru", *TINY, out=out, check=True)
     run = sorted(p.parent for p in out.rglob(rundir.RUN_JSON))[0]
-    (run / "metrics.parquet").write_bytes(b"damaged")
+    (run / rundir.TABLE_FILE).write_bytes(b"damaged")
     proc = study_run(out, "--out", tmp_path / "figs", module="study.read.figures")
     assert proc.returncode == 0, proc.stderr
     named = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "damaged run" in ln]

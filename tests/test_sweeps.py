@@ -14,6 +14,7 @@ import torch
 
 from study.model import build_model
 from study.read.results import load_runs, load_table, status_table
+from study.runs import rundir
 from study.tasks.adding import Adding
 from study.train import TrainSettings
 from tests.conftest import ROOT, study_run, train_one
@@ -105,7 +106,7 @@ def test_a_run_killed_mid_way_resumes_to_the_records_of_an_uninterrupted_run(tmp
     proc.wait()
     (run_dir,) = [p.parent for p in (tmp_path / "killed").rglob("run.json")]
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
-    assert not (run_dir / "metrics.parquet").exists()  # nothing reads as complete
+    assert not (run_dir / rundir.TABLE_FILE).exists()  # nothing reads as complete
     assert load_runs(tmp_path / "killed").empty
 
     resumed = study_run(*args, out=tmp_path / "killed")
@@ -113,8 +114,8 @@ def test_a_run_killed_mid_way_resumes_to_the_records_of_an_uninterrupted_run(tmp
     assert not (run_dir / "checkpoint.pt").exists()
     study_run(*args, out=tmp_path / "straight")
     for table in ("metrics", "grad_flow", "evidence", "weights"):
-        a = pd.read_parquet(run_dir / f"{table}.parquet")
-        b = pd.read_parquet(next((tmp_path / "straight").rglob(f"{table}.parquet")))
+        a = rundir.read_table(run_dir, table)
+        b = rundir.read_table(next((tmp_path / "straight").rglob("run.json")).parent, table)
         pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 

@@ -1,12 +1,12 @@
 """Experiment tracking (logger=tensorboard, logger=mlflow): what TensorBoard's own reader and
-MLflow's own client read back holds every scalar of each run's metrics.parquet at its step, the
+MLflow's own client read back holds every scalar of each run's metrics table at its step, the
 gradient reach at every probe, and the run's config as hyperparameters; the tracker changes no
 run's identity."""
 
-import pandas as pd
 import pytest
 
 from study.read.learning import gradient_reach
+from study.runs import rundir
 from tests.conftest import study_run
 
 TINY = ["task.length=6", "train.steps=4", "train.log_every=2", "train.eval_size=16"]
@@ -45,7 +45,7 @@ def test_tensorboard_logs_each_runs_scalars_and_config_under_its_run_id(tmp_path
         (run,) = (out / "default").glob(f"model={cell},*")  # the run id knows no logger
         assert "logger" not in run.name
         scalars, hparams = _events(out / "tensorboard" / "default" / run.name)
-        metrics = pd.read_parquet(run / "metrics.parquet").dropna(subset=["value"])
+        metrics = rundir.read_table(run, "metrics").dropna(subset=["value"])
         for name, g in metrics.groupby("name"):
             got = scalars[f"metrics/{name}"]
             assert [s for s, _ in got] == g.step.tolist()
@@ -59,8 +59,8 @@ def test_tensorboard_logs_each_runs_scalars_and_config_under_its_run_id(tmp_path
 
 
 def _expected_reach(run):
-    ev = pd.read_parquet(run / "evidence.parquet").assign(path=run.name)
-    flow = pd.read_parquet(run / "grad_flow.parquet").assign(path=run.name)
+    ev = rundir.read_table(run, "evidence").assign(path=run.name)
+    flow = rundir.read_table(run, "grad_flow").assign(path=run.name)
     return gradient_reach(ev, flow, step=0).reach.iloc[0]
 
 
@@ -79,7 +79,7 @@ def test_mlflow_logs_each_run_by_its_run_id_and_a_retrained_run_replaces_it(tmp_
         (run,) = (out / "default").glob(f"model={cell},*")
         got = logged[run.name]
         assert got.data.tags["study.run_id"] == run.name and got.info.status == "FINISHED"
-        metrics = pd.read_parquet(run / "metrics.parquet").dropna(subset=["value"])
+        metrics = rundir.read_table(run, "metrics").dropna(subset=["value"])
         for name, g in metrics.groupby("name"):
             history = client.get_metric_history(got.info.run_id, f"metrics/{name}")
             assert [m.step for m in history] == g.step.tolist()

@@ -155,9 +155,9 @@ def load_table(
     keys = runs[["path", "run_id", "config", "seed", "cell", "memory"]].fillna({"memory": "h"})
     frames = []
     for row in keys.itertuples(index=False):
-        f = Path(row.path) / rundir.TABLES[table]
-        if f.exists():
-            frames.append(pd.read_parquet(f).assign(**row._asdict()))
+        frame = rundir.read_table(Path(row.path), table)
+        if frame is not None:
+            frames.append(frame.assign(**row._asdict()))
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if cache and len(out):
         try:

@@ -6,10 +6,14 @@ this module alone (the checkpoint, which needs torch, lives in study/runs/checkp
         config.yaml        the resolved config of the run
         run.json           status (running | completed | diverged | failed), provenance, and the
                            sha256 of config.yaml and of every table
-        metrics.parquet    tidy rows (step, name, value)
-        grad_flow.parquet  tidy rows (step, quantity, state, position, lag, stat, value)
-        evidence.parquet   tidy rows (step, example, evidence, position, lag, quantity, value)
-        weights.parquet    tidy rows (step, block, stat, value)
+        tables.zip         the run's tables, one Parquet file each (read_table), in one
+                           uncompressed zip (Parquet compresses itself; one file instead of five
+                           saves a run most of its disk blocks):
+          metrics.parquet    tidy rows (step, name, value)
+          grad_flow.parquet  tidy rows (step, quantity, state, position, lag, stat, value)
+          evidence.parquet   tidy rows (step, example, evidence, position, lag, quantity, value)
+          weights.parquet    tidy rows (step, block, stat, value)
+          lyapunov.parquet   tidy rows (step, example, index, value)
         checkpoint.pt      resumable training state while the run is unfinished
         .lock              the host and PID of the process training it, while it does
 
@@ -17,13 +21,16 @@ Every file goes to a temporary name in the same directory and is then renamed ov
 so a reader sees the old file or the new one, never a torn one. `run.json` is written first with
 status "running" and rewritten last with the final status and the checksums: a run killed at any
 point reads as unfinished and is redone when its sweep resumes; a finished run whose files no
-longer match their checksums reads as "damaged" and is redone too.
+longer match their checksums reads as "damaged" and is redone too. Runs written by earlier
+versions hold each table as its own file beside run.json (LEGACY_TABLES); they read as before,
+and `compact` packs them.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import platform
@@ -31,6 +38,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -40,13 +48,10 @@ import yaml
 
 RUN_JSON, CONFIG, CHECKPOINT, LOCK = "run.json", "config.yaml", "checkpoint.pt", ".lock"
 LOG = "train.log"  # a run's log: what the console showed of it, and every evaluation (appended)
-TABLES = {  # table name -> file
-    "metrics": "metrics.parquet",
-    "grad_flow": "grad_flow.parquet",
-    "evidence": "evidence.parquet",
-    "weights": "weights.parquet",
-    "lyapunov": "lyapunov.parquet",
-}
+TABLES = ("metrics", "grad_flow", "evidence", "weights", "lyapunov")  # a run's tables, by name
+TABLE_FILE = "tables.zip"  # all of them: "<name>.parquet" each, in one stored zip
+LEGACY_TABLES = {name: f"{name}.parquet" for name in TABLES}  # earlier versions: a file each
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the members' timestamp: the same tables give the same bytes
 FINISHED = ("completed", "diverged")  # statuses that a resumed sweep skips
 # The rows a run keeps are the ones the readers use: grad_flow's batch statistics (plus "value",
 # the one number per lag of the SNR rows) and evidence's quantities. The probes record only these
@@ -220,13 +225,19 @@ def write_json(path: Path, obj: dict) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
     """zstd, and no per-column min/max statistics: nothing here filters row groups by them, and
     in a run's small tables they are half the file. Values stay float64: gradients reach 1e-318
     at long lags, far below float32's range (1e-38), and their tails are what the study plots."""
-    atomic_write(
-        path, lambda p: frame.to_parquet(p, index=False, compression="zstd", write_statistics=False)
-    )
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False, compression="zstd", write_statistics=False)
+    return buffer.getvalue()
+
+
+def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    """One frame as one Parquet file (parquet_bytes' encoding), atomically."""
+    data = parquet_bytes(frame)
+    atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def sha256(path: Path) -> str:
@@ -238,44 +249,70 @@ def sha256(path: Path) -> str:
 
 
 def write_tables(run_dir: Path, tables: dict[str, pd.DataFrame]) -> None:
-    """Write the run's tables (name -> frame, names from TABLES); flushed again at each
-    checkpoint so that a running run's partial curves can be read."""
-    for name, frame in tables.items():
-        write_parquet(Path(run_dir) / TABLES[name], frame)
+    """Write the run's tables (name -> frame, names from TABLES) as its TABLE_FILE, replacing
+    any tables an earlier version left as files of their own; flushed again at each checkpoint
+    so that a running run's partial curves can be read."""
+    run_dir = Path(run_dir)
+    members = {f"{name}.parquet": parquet_bytes(frame) for name, frame in tables.items()}
+
+    def pack(path: Path) -> None:
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+            for member, data in members.items():
+                z.writestr(zipfile.ZipInfo(member, date_time=_ZIP_TIME), data)
+
+    atomic_write(run_dir / TABLE_FILE, pack)
+    for file in LEGACY_TABLES.values():
+        (run_dir / file).unlink(missing_ok=True)
+
+
+def read_table(run_dir: Path, name: str, columns: list[str] | None = None) -> pd.DataFrame | None:
+    """One table of a run directory (either layout), all its columns or those given; None if
+    the run has no such table."""
+    run_dir = Path(run_dir)
+    if (run_dir / TABLE_FILE).exists():
+        with zipfile.ZipFile(run_dir / TABLE_FILE) as z:
+            if f"{name}.parquet" not in z.namelist():
+                return None
+            data = z.read(f"{name}.parquet")
+        return pd.read_parquet(io.BytesIO(data), columns=columns)
+    legacy = run_dir / LEGACY_TABLES[name]
+    return pd.read_parquet(legacy, columns=columns) if legacy.exists() else None
+
+
+def read_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """Every table the run has, by name."""
+    tables = {name: read_table(run_dir, name) for name in TABLES}
+    return {name: frame for name, frame in tables.items() if frame is not None}
 
 
 def seal(run_dir: Path, info: dict) -> None:
-    """Write run.json last, with the sha256 of config.yaml and of every table: from now on the
+    """Write run.json last, with the sha256 of config.yaml and of the tables: from now on the
     run reads as finished, and any later change to its files as damage."""
     run_dir = Path(run_dir)
-    files = [CONFIG, *TABLES.values()]
+    files = [CONFIG, TABLE_FILE, *LEGACY_TABLES.values()]
     sums = {f: sha256(run_dir / f) for f in files if (run_dir / f).exists()}
     write_json(run_dir / RUN_JSON, {**info, "checksums": sums})
 
 
 def compact(run_dir: Path) -> str:
-    """Rewrite a finished run's tables as this version writes them (KEEP's rows, write_parquet's
-    encoding) and reseal run.json with the new checksums; every kept row is unchanged. Returns
-    "compacted", "compact" (nothing to change) or why the run was left alone (unfinished, or
-    damaged: a damaged run is evidence of a fault and is not resealed). A kill between the
-    table renames and the reseal leaves the run reading as damaged, so it is redone, never
-    passed off as intact."""
+    """Rewrite a finished run's tables as this version writes them (KEEP's rows, one TABLE_FILE,
+    parquet_bytes' encoding) and reseal run.json with the new checksums; every kept row is
+    unchanged. Returns "compacted", "compact" (nothing to change) or why the run was left alone
+    (unfinished, or damaged: a damaged run is evidence of a fault and is not resealed). A kill
+    before the reseal leaves the run reading as damaged (a table file missing, or a TABLE_FILE
+    that run.json does not seal), so it is redone, never passed off as intact."""
     run_dir = Path(run_dir)
     info = read_run_json(run_dir)
     state = status(run_dir)
     if state not in FINISHED:
         return f"left alone: {state}"
-    old = {f: sha256(run_dir / f) for f in TABLES.values() if (run_dir / f).exists()}
-    for name, file in TABLES.items():
-        path = run_dir / file
-        if path.exists():
-            frame = pd.read_parquet(path)
-            if name in KEEP and len(frame):
-                column, kept = KEEP[name]
-                frame = frame[frame[column].isin(kept)].reset_index(drop=True)
-            write_parquet(path, frame)
-    new = {f: sha256(run_dir / f) for f in old}
-    if new == old:
+    before = dict(info.get("checksums") or {})
+    tables = read_tables(run_dir)
+    for name, (column, kept) in KEEP.items():
+        if name in tables and len(tables[name]):
+            tables[name] = tables[name][tables[name][column].isin(kept)].reset_index(drop=True)
+    write_tables(run_dir, tables)
+    if before == {CONFIG: sha256(run_dir / CONFIG), TABLE_FILE: sha256(run_dir / TABLE_FILE)}:
         return "compact"
     info.pop("checksums", None)
     seal(run_dir, info)
@@ -302,12 +339,15 @@ def damage(run_dir: Path, info: dict | None = None) -> str | None:
         return f"{RUN_JSON} is missing or not valid JSON"
     if stored_identity(run_dir) is None:
         return f"{CONFIG} is missing or not valid YAML"
-    for name, digest in (info.get("checksums") or {}).items():
+    sums = info.get("checksums") or {}
+    for name, digest in sums.items():
         path = run_dir / name
         if not path.exists():
             return f"{name} is missing"
         if sha256(path) != digest:
             return f"{name} does not match its checksum (truncated or modified)"
+    if sums and TABLE_FILE not in sums and (run_dir / TABLE_FILE).exists():
+        return f"{TABLE_FILE} is not among the files {RUN_JSON} seals"  # a compact cut short
     return None
 
 

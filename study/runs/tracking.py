@@ -2,7 +2,7 @@
 `logger=mlflow`).
 
 A tracker receives each run once its directory is sealed (completed or diverged), so what it
-shows is exactly what the run directory holds: every scalar of metrics.parquet against the
+shows is exactly what the run directory holds: every scalar of its metrics table against the
 training step (train and eval loss, gradient norm, the top Lyapunov exponent, solved, ...), the
 gradient reaching the earliest evidence (the study's "reach", study.read.learning.gradient_reach) at
 every probe, and the run's config as hyperparameters, under its run id. Logging at the end of a
@@ -25,15 +25,14 @@ from study.runs import rundir
 
 
 def run_scalars(run_dir: Path) -> pd.DataFrame:
-    """(tag, step, value) of one run: metrics.parquet as "metrics/<name>", and the gradient
+    """(tag, step, value) of one run: its metrics table as "metrics/<name>", and the gradient
     reach at every probe step as "probe/reach_earliest_evidence"."""
     run_dir = Path(run_dir)
-    m = pd.read_parquet(run_dir / "metrics.parquet")
+    m = rundir.read_table(run_dir, "metrics")
     rows = [m.assign(tag="metrics/" + m.name)[["tag", "step", "value"]]]
-    evidence, flow = run_dir / "evidence.parquet", run_dir / "grad_flow.parquet"
-    if evidence.exists() and flow.exists():
-        ev = pd.read_parquet(evidence).assign(path=run_dir.name)
-        fl = pd.read_parquet(flow).assign(path=run_dir.name)
+    evidence, flow = rundir.read_table(run_dir, "evidence"), rundir.read_table(run_dir, "grad_flow")
+    if evidence is not None and flow is not None:
+        ev, fl = evidence.assign(path=run_dir.name), flow.assign(path=run_dir.name)
         tag = "probe/reach_earliest_evidence"
         for step in sorted(ev.step[ev.quantity == "input_grad"].unique()):
             reach = gradient_reach(ev, fl, step=int(step)).reach
