@@ -29,16 +29,16 @@ def study_run(*args, out: Path | None = None, module="study.run", timeout=600, c
               fresh=False, **kw):  # fmt: skip
     """`python -m MODULE ARGS out_dir=OUT` from the repository root (the one runner of every
     test that starts the real command); the CompletedProcess. check: raise with its stderr if
-    it exits nonzero. `study.run` runs in a child forked from a process that has imported torch
-    already (tests/forked_command.py: the same command without its 4 s of start-up), unless
+    it exits nonzero. It runs in a child forked from a process that has imported torch already
+    (tests/forked_command.py: the same command without its seconds of start-up), unless
     `fresh` or its PYTHONPATH differs from this process's: then in a new interpreter."""
     args = [*map(str, args), *([f"out_dir={out}"] if out is not None else [])]
     kw.setdefault("cwd", ROOT)
     env = kw.get("env", os.environ)
-    forkable = module == forked_command.MODULE and set(kw) <= {"cwd", "env"}
-    if forkable and not fresh and env.get("PYTHONPATH") == os.environ.get("PYTHONPATH"):
+    forkable = set(kw) <= {"cwd", "env"} and not fresh
+    if forkable and env.get("PYTHONPATH") == os.environ.get("PYTHONPATH"):
         with tempfile.TemporaryDirectory(prefix="study-cmd-") as scratch:
-            proc = forked_command.run(args, kw["cwd"], dict(env), timeout, Path(scratch))
+            proc = forked_command.run(module, args, kw["cwd"], dict(env), timeout, Path(scratch))
     else:
         cmd = [sys.executable, "-m", module, *args]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)

@@ -1,11 +1,12 @@
-"""The real command in a child forked from a process that has already imported torch.
+"""The real commands in a child forked from a process that has already imported torch.
 
 `python -m study.run ARGS` spends about 4 s before it trains (the interpreter, torch, Hydra, and
 torch._dynamo at the first Adam), and the tests start it a few hundred times. Here a
 multiprocessing fork server imports those once, per test worker, and every command is a fresh
 child forked from it: its own process, pid, working directory, environment, exit status, and
-file descriptors 1 and 2 written to files, running `study.run` as `python -m` does
-(`runpy.run_module(..., run_name="__main__")`, so `sys.argv[0]` is the module's file).
+file descriptors 1 and 2 written to files, running the module (`study.run`, a reader,
+`study_bench`) as `python -m` does (`runpy.run_module(..., run_name="__main__")`, so
+`sys.argv[0]` is the module's file).
 
 What differs from a new interpreter, and why it does not matter here: the imports are already
 done (so a test of what a command imports starts it in a new interpreter: conftest.study_run's
@@ -24,7 +25,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-MODULE = "study.run"  # the one command run this way
 # What `python -m study.run` imports before it trains (study.runs.job imports the rest of the
 # package, torch and Hydra; the first Adam constructor imports torch._dynamo).
 PRELOAD = ["torch", "torch._dynamo", "hydra", "pandas", "study.runs.job", "study.runs.sweep"]
@@ -40,7 +40,7 @@ def _server():
     return _context
 
 
-def _child(argv: list[str], cwd: str, env: dict, out: str, err: str) -> None:
+def _child(module: str, argv: list[str], cwd: str, env: dict, out: str, err: str) -> None:
     """The forked child: the command's file descriptors, directory and environment, then the
     module as __main__; its exit status is the command's."""
     for fd, path in ((1, out), (2, err)):
@@ -52,11 +52,12 @@ def _child(argv: list[str], cwd: str, env: dict, out: str, err: str) -> None:
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    sys.argv = [MODULE, *argv]
+    sys.argv = [module, *argv]
     sys.path.insert(0, cwd)  # `python -m` puts the working directory first
+    sys.modules.pop(module, None)  # preloaded by an import: `python -m` would run it afresh
     code = 0
     try:
-        runpy.run_module(MODULE, run_name="__main__", alter_sys=True)
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as e:
         code = e.code
     if code is not None and not isinstance(code, int):
@@ -67,15 +68,16 @@ def _child(argv: list[str], cwd: str, env: dict, out: str, err: str) -> None:
     os._exit(code or 0)
 
 
-def run(argv: list[str], cwd: Path, env: dict, timeout: float, scratch: Path):
-    """`python -m study.run ARGV` in a forked child: a subprocess.CompletedProcess (text), or
+def run(module: str, argv: list[str], cwd: Path, env: dict, timeout: float, scratch: Path):
+    """`python -m MODULE ARGV` in a forked child: a subprocess.CompletedProcess (text), or
     subprocess.TimeoutExpired after `timeout` seconds (the child is killed)."""
     scratch.mkdir(parents=True, exist_ok=True)
     out, err = scratch / "stdout", scratch / "stderr"
-    child = _server().Process(target=_child, args=(argv, str(cwd), env, str(out), str(err)))
+    args = (module, argv, str(cwd), env, str(out), str(err))
+    child = _server().Process(target=_child, args=args)
     child.start()
     child.join(timeout)
-    cmd = [sys.executable, "-m", MODULE, *argv]
+    cmd = [sys.executable, "-m", module, *argv]
     if child.exitcode is None:
         child.kill()
         child.join()

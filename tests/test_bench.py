@@ -1,15 +1,18 @@
 """The benchmark runs and writes its tables (timings are never asserted)."""
 
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 
+from tests.conftest import study_run
+
+
+def bench(*args, timeout=600):
+    """`python -m study_bench ARGS` (tests/conftest.py::study_run): the CompletedProcess."""
+    return study_run(*args, module="study_bench", timeout=timeout)
+
 
 def test_quick_ensemble_table_is_written(tmp_path):
-    cmd = [sys.executable, "-m", "study_bench", "--quick", "--only", "ensemble", "--out", tmp_path]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = bench("--quick", "--only", "ensemble", "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "ensemble.csv")
     assert sorted(table.cell) == ["gru", "lstm", "rnn"]
@@ -17,8 +20,7 @@ def test_quick_ensemble_table_is_written(tmp_path):
 
 
 def test_an_unknown_table_is_one_line_error(tmp_path):
-    cmd = [sys.executable, "-m", "study_bench", "--only", "speeed", "--out", tmp_path]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    proc = bench("--only", "speeed", "--out", tmp_path, timeout=60)
     assert proc.returncode == 2 and "unknown table speeed: allowed targets" in proc.stderr
     assert not list(tmp_path.iterdir())  # nothing written
 
@@ -48,8 +50,7 @@ def test_the_benchmark_times_the_training_loops_own_step(monkeypatch):
 
 
 def test_quick_scan_table_compares_scan_loop_and_rnn_at_matched_parameters(tmp_path):
-    cmd = [sys.executable, "-m", "study_bench", "--quick", "--only", "scan", "--out", tmp_path]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = bench("--quick", "--only", "scan", "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "scan.csv")
     assert sorted(set(table.cell)) == ["lru", "mingru", "minlstm", "rnn"]
@@ -60,8 +61,7 @@ def test_quick_scan_table_compares_scan_loop_and_rnn_at_matched_parameters(tmp_p
 
 
 def test_quick_cuts_table_times_every_arm_cut_and_uncut(tmp_path):
-    cmd = [sys.executable, "-m", "study_bench", "--quick", "--only", "cuts", "--out", tmp_path]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = bench("--quick", "--only", "cuts", "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "cuts.csv")
     from study_bench import CUT_ARMS
@@ -82,15 +82,13 @@ def test_a_bad_device_or_out_is_one_line(tmp_path, args, message):
     file = tmp_path / "a-file"
     file.write_text("")
     args = [str(file) if a == "FILE" else a for a in args]
-    cmd = [sys.executable, "-m", "study_bench", "--only", "targets", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    proc = bench("--only", "targets", *args, timeout=60)
     assert proc.returncode == 2 and message in proc.stderr.splitlines()[-1]
     assert "Traceback" not in proc.stderr
 
 
 def test_quick_lstm1997_table_times_the_explicit_loop_and_the_function(tmp_path):
-    cmd = [sys.executable, "-m", "study_bench", "--quick", "--only", "lstm1997", "--out", tmp_path]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = bench("--quick", "--only", "lstm1997", "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "lstm1997.csv")
     assert len(table) == 8 and set(table.impl) == {"explicit", "fast"}
@@ -98,13 +96,10 @@ def test_quick_lstm1997_table_times_the_explicit_loop_and_the_function(tmp_path)
 
 
 def test_the_readers_table_times_collect_and_report_cold_and_warm(tmp_path):
-    from tests.conftest import study_run
-
     results = tmp_path / "results"
     tiny = ["task.length=6", "train.steps=2", "train.log_every=1", "train.eval_size=8"]
     study_run("-m", "model=rnn,gru", *tiny, "model.hidden_size=4", out=results, check=True)
-    cmd = [sys.executable, "-m", "study_bench", "--only", "readers", "--results", results]
-    proc = subprocess.run([*cmd, "--out", tmp_path / "b"], capture_output=True, text=True)
+    proc = bench("--only", "readers", "--results", results, "--out", tmp_path / "b")
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "b" / "readers.csv")
     assert list(zip(table.reader, table.cache)) == [

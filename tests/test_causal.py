@@ -4,8 +4,6 @@ the verdicts as the experiment's header states them, and the real command on the
 
 import itertools
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -14,7 +12,7 @@ import pytest
 from study.read.analysis import fisher_exact, newcombe, wilson
 from study.read.causal import arms_table, verdicts
 from study.read.labels import cut_label, model_label
-from tests.conftest import ROOT
+from tests.conftest import study_run
 
 
 def test_fisher_exact_matches_published_values():
@@ -123,10 +121,7 @@ def test_the_verdicts_are_the_ones_stated_before_the_runs(linear, hidden, verdic
 
 
 def test_study_learning_prints_the_causal_table_of_the_tiny_study(tiny_study):
-    proc = subprocess.run(
-        [sys.executable, "-m", "study.read.learning", str(tiny_study / "study_causal")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = study_run(tiny_study / "study_causal", module="study.read.learning", timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "the causal test" in out and "verdicts" in out

@@ -1,14 +1,13 @@
 """Every config composes and builds; every key is documented; --help explains."""
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
 from study.runs.job import build
+from tests.conftest import study_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 OPTIONS = [
@@ -50,9 +49,7 @@ def test_every_key_has_a_one_line_comment(path):
 
 
 def test_help_explains_the_command():
-    out = subprocess.run(
-        [sys.executable, "-m", "study.run", "--help"], capture_output=True, text=True, timeout=60
-    ).stdout
+    out = study_run("--help", timeout=60).stdout
     assert out.startswith("study: matched recurrent cells (RNN, LSTM, GRU, minGRU")
     assert "model: gru, gru_chrono, irnn, lru, lstm" in out and "task: adding, copy_memory" in out
 

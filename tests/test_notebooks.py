@@ -1,8 +1,6 @@
 """Every notebook runs headless against a tiny study and writes its figures; so does the CLI."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jupytext
@@ -10,7 +8,7 @@ import pytest
 from nbclient import NotebookClient
 
 from study.read.figures import FIGURES
-from tests.conftest import ROOT
+from tests.conftest import ROOT, study_run
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
 
@@ -71,13 +69,7 @@ def test_paired_ipynb_is_in_sync_and_has_no_outputs():
 
 
 def test_figures_cli_renders_everything(tiny_study, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "study.read.figures", str(tiny_study), "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "MPLBACKEND": "Agg"},
-    )
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = study_run(tiny_study, "--out", tmp_path, module="study.read.figures", env=env)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted(FIGURES)

@@ -178,12 +178,7 @@ def test_collect_and_cached_tables(tmp_path):
     # a seed missing from one configuration shows up as missing
     gru1 = Path(next(p for p in runs.path if "model=gru" in p and p.endswith("seed=1")))
     (gru1 / "run.json").unlink()
-    out = subprocess.run(
-        [sys.executable, "-m", "study.read.collect", str(root)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    out = study_run(root, module="study.read.collect")
     assert out.returncode == 0, out.stderr
     assert (root / "collected" / "metrics.parquet").exists()
     seconds = sum(json.loads(p.read_text())["wall_time_s"] for p in root.glob("*/run.json"))
