@@ -14,6 +14,8 @@ REFERENCE += study_causal study_causal_floor study_causal_1997
 REFERENCE += study_lr_lag
 # Success against T at each cell's own learning rate (conf/tuned/, issue 30).
 REFERENCE += study_tuned
+# Copy memory at H = 128, each cell at its own rate, the chrono LSTM with T_max = 3T/2 (issue 30).
+REFERENCE += study_copy_wide study_copy_wide_chrono
 
 .PHONY: install run test reference figures notebooks browser
 install: $(STAMP)

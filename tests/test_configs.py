@@ -80,6 +80,23 @@ def test_every_experiment_composes_and_its_first_job_trains(name):
     assert rec.status == "completed" and len(rec.flow_frame())
 
 
+def test_the_chrono_lstm_of_copy_memory_at_h128_gets_t_max_three_halves_of_t():
+    """study_copy_wide_chrono: T_max = 3T/2 at each T of its sweep (the `times` resolver), the
+    chrono LSTM at its tuned rate, H = 128, into study_copy_wide's folder."""
+    from study.runs.sweep import sweep_jobs
+
+    name = "experiment=study_copy_wide_chrono"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        base = compose(config_name="config", overrides=[name], return_hydra_config=True)
+        jobs = sweep_jobs(base, [name])
+        cfgs = [compose(config_name="config", overrides=job) for job in jobs]
+    assert sorted(c.task.length for c in cfgs) == [50, 100, 200]
+    for cfg in cfgs:
+        assert cfg.model.chrono == 1.5 * cfg.task.length and cfg.model.cell == "lstm"
+        assert cfg.model.hidden_size == 128 and cfg.train.optimizer.lr == 0.1
+        assert cfg.experiment_dir == "study_copy_wide" and cfg.ensemble == 5
+
+
 def test_the_tiny_study_runs_every_experiment_that_a_figure_reads():
     from study.read.figures import FIGURES
     from tests.conftest import EXPERIMENTS as TINY

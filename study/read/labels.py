@@ -50,9 +50,17 @@ def base_label(run: pd.Series) -> str:
     return NAMES.get(cell, cell.upper())
 
 
+RELATIVE_T_MAX = {1.0: "T", 1.5: "3T/2", 2.0: "2T"}  # T_max as a multiple of the lag, written
+
+
 def _t_max(run: pd.Series, chrono: float) -> str:
-    """chrono's T_max as written in a label: "T" when it is the run's lag (one label across T)."""
-    return "T" if chrono == run.get("cfg.task.length") else f"{chrono:g}"
+    """chrono's T_max as written in a label: relative to the run's lag T where it is one of
+    RELATIVE_T_MAX's multiples ("T", "3T/2": one label across T), else the number."""
+    T = run.get("cfg.task.length")
+    for ratio, text in RELATIVE_T_MAX.items():
+        if T and chrono == ratio * T:
+            return text
+    return f"{chrono:g}"
 
 
 def vocabulary(runs: pd.DataFrame) -> pd.DataFrame:

@@ -38,6 +38,12 @@ from study.train import TrainSettings, train
 
 log = logging.getLogger(__name__)
 
+# `${times:a,b}` in a config is a * b: what a key derived from another needs, e.g. the chrono
+# LSTM's T_max = 3T/2 on copy memory, `chrono: ${times:${task.length},1.5}` (Tallec & Ollivier
+# 2018). Registered here, where every process that composes the study's configs imports it.
+if not OmegaConf.has_resolver("times"):
+    OmegaConf.register_new_resolver("times", lambda a, b: a * b)
+
 
 class ConfigError(ValueError):
     """A bad config value: reported as one line, before anything is written."""
