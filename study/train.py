@@ -224,6 +224,7 @@ def gradient_step(
     clip_norm: float | None,
     per_example: bool = False,
     scales: list[Tensor] | None = None,
+    on: list[int] | None = None,
 ) -> tuple[list[Tensor], list[Tensor], list[tuple[Tensor, Tensor]] | None]:
     """The gradient half of one training step, as the loop and the benchmark run it: each
     member's mean loss on its own batch, one backward pass of their sum (members share no
@@ -231,13 +232,16 @@ def gradient_step(
     own. Returns the losses and the gradient norms before clipping, and with `per_example`
     each member's per-sequence losses and metrics (detached; None otherwise);
     `optimizer.step()` (after the loop has checked them for divergence) completes the step.
-    scales: a stochastic gradient-path cut's s_t per member for this update (study/model/cut.py)."""
-    ys = members.predict([b.x for b in batches], [b.valid for b in batches], scales)
+    scales: a stochastic gradient-path cut's s_t per member for this update (study/model/cut.py).
+    on: the members that still train (batches and scales are theirs, in this order); the
+    others are not computed (their gradient is zero). None: every member."""
+    ys = members.predict([b.x for b in batches], [b.valid for b in batches], scales, on)
     per_loss = [task.loss(task.select(y), b) for y, b in zip(ys, batches)]
     losses = [loss.mean() for loss in per_loss]
     optimizer.zero_grad(set_to_none=True)
     torch.stack(losses).sum().backward()
-    norms = [clip_(members.member_grads(e), clip_norm) for e in range(members.size)]
+    on = range(members.size) if on is None else on
+    norms = [clip_(members.member_grads(e), clip_norm) for e in on]
     if not per_example:
         return losses, norms, None
     with torch.no_grad():
@@ -253,15 +257,15 @@ def train_step(members, task, optimizer, batches, clip_norm) -> None:
 
 @torch.no_grad()
 def evaluate(
-    members: Members, task: Task, batches: list[Batch], chunk: int
+    members: Members, task: Task, batches: list[Batch], chunk: int, on: list[int] | None = None
 ) -> list[tuple[float, float]]:
     """Each member's mean loss and metric over its own (large) evaluation batch, `chunk`
-    sequences at a time."""
-    sums = np.zeros((members.size, 2))
+    sequences at a time. on: only these members (batches are theirs); None: every member."""
+    sums = np.zeros((len(batches), 2))
     n = batches[0].x.shape[0]
     for start in range(0, n, chunk):
         parts = [b[start : start + chunk] for b in batches]
-        ys = members.predict([p.x for p in parts], [p.valid for p in parts])
+        ys = members.predict([p.x for p in parts], [p.valid for p in parts], None, on)
         for e, (y, part) in enumerate(zip(ys, parts)):
             y_hat = task.select(y)
             sums[e, 0] += task.loss(y_hat, part).double().sum().item()
@@ -286,7 +290,8 @@ def train(
     gradient -> probe if due -> stream rule -> evaluate if due -> record -> update ->
     checkpoint if due. A member stops when it diverges, with `stop_on_solve` at its first
     evaluation that solves the task, with `stream_window` where the stream rule holds (an
-    evaluation is added there); the others go on.
+    evaluation is added there); it leaves the stack (it is not sampled, computed or evaluated
+    again) and the others go on.
 
     progress: True/False forces the bar; None shows it only when stderr is a terminal.
     checkpoints: one per member (or None); a run resumes only when every member has one, from
@@ -306,21 +311,32 @@ def train(
     bar = tqdm(range(start, s.steps + 1), desc="train", initial=start, total=s.steps + 1,
                disable=disable)  # fmt: skip
     for step in bar:
-        batches = [task.sample(s.batch_size, gen).to(device) for gen in gens]
-        scales = cut_draws(members.cut, batches, seeds, step)
+        # members that stopped (solved, diverged, the stream rule) leave the stack: only the
+        # others sample, compute and record; the stopped ones' records are final
+        on = [e for e in range(E) if active[e]]
+        subset = None if len(on) == E else on
+        batches = [task.sample(s.batch_size, gens[e]).to(device) for e in on]
+        scales = cut_draws(members.cut, batches, [seeds[e] for e in on], step)
         losses, norms, per = gradient_step(
-            members, task, optimizer, batches, s.clip_norm, streams is not None, scales
+            members, task, optimizer, batches, s.clip_norm, streams is not None, scales, subset
         )
-        steps = [Step(step, lo.item(), n.item()) for lo, n in zip(losses, norms)]
-        probe_members(members, task, batches, steps, seeds, active, probes, s)
-        for e in filter(active.__getitem__, range(E)):
-            steps[e].stream_hit = bool(streams) and streams[e].holds_after(*per[e])
-        if step % s.log_every == 0 or step == s.steps or any(x.stream_hit for x in steps):
-            for x, ev in zip(steps, evaluate(members, task, evals, s.eval_chunk)):
-                x.eval_loss, x.eval_metric = ev
-        for e in filter(active.__getitem__, range(E)):
+        steps = [None] * E  # the active members' Step at their index
+        for i, e in enumerate(on):
+            steps[e] = Step(step, losses[i].item(), norms[i].item())
+        everyone = [None] * E
+        for i, e in enumerate(on):
+            everyone[e] = batches[i]
+        probe_members(members, task, everyone, steps, seeds, active, probes, s)
+        for i, e in enumerate(on):
+            steps[e].stream_hit = bool(streams) and streams[e].holds_after(*per[i])
+        hit = any(steps[e].stream_hit for e in on)
+        if step % s.log_every == 0 or step == s.steps or hit:
+            results = evaluate(members, task, [evals[e] for e in on], s.eval_chunk, subset)
+            for e, ev in zip(on, results):
+                steps[e].eval_loss, steps[e].eval_metric = ev
+        for e in on:
             active[e] = record(records[e], steps[e], task, s, seeds[e], streams is not None)
-        show(bar, [x for x, on in zip(steps, active) if on])
+        show(bar, [steps[e] for e in on])
 
         if step == s.steps or not any(active):
             break
@@ -367,7 +383,7 @@ def probe_members(members, task, batches, steps, seeds, active, probes, s: Train
     """Where probes are due: probe each active member as it is before this step's update, and
     keep its tables. A member whose loss or gradient is not finite diverges unprobed: no probe
     (an SVD, an eigensolver) ever sees a non-finite state."""
-    step = steps[0].step
+    step = next(x.step for x in steps if x is not None)
     due, jacobians = probes.due(step, s.steps, s.log_every)
     if not due:
         return

@@ -7,12 +7,12 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import forked_command
 import pytest
 import torch
 from filelock import FileLock
 
 from study.model import build_model
+from tests import forked_command
 
 ROOT = Path(__file__).resolve().parent.parent
 # the readers' table cache (study.read.results.cache_dir) of this test session, apart from the

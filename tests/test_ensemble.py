@@ -1,5 +1,7 @@
 """Seed ensembles: every member trains as the single run of its seed would, to float rounding."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -93,6 +95,49 @@ def test_a_diverging_member_stops_alone():
     assert [m.status for m in members] == ["completed", "diverged", "completed"]
     for member, single in zip(members, singles):
         assert_same_records(member, single)
+
+
+class Lenient(Adding):
+    """The adding problem solved at an evaluation loss below 0.3: the GRUs of seeds 3, 4, 5
+    stop at steps 8, never, 4 in SETTINGS' 12 steps (evaluations every 4)."""
+
+    def solved(self, eval_loss: float, eval_metric: float) -> bool:
+        return eval_loss < 0.3
+
+
+STOPPING = dataclasses.replace(SETTINGS, stop_on_solve=True, checkpoint_every=6)
+
+
+def test_members_that_solve_leave_the_stack_and_the_others_train_as_alone():
+    """Stop-on-solve: each member stops at its single run's step with its records, and from
+    there on is not computed (the ensemble's forward passes take the others only)."""
+    seeds, task = [3, 4, 5], Lenient(9)
+    singles = [train_one(model_of(s, "gru"), task, adam, STOPPING, s, progress=False)
+               for s in seeds]  # fmt: skip
+    assert [r.solved_step for r in singles] == [8, None, 4]  # the premise: stops that differ
+    ensemble = Ensemble([model_of(s, "gru") for s in seeds])
+    computed, predict = [], ensemble.predict
+    ensemble.predict = lambda xs, *a: computed.append(len(xs)) or predict(xs, *a)
+    members = train(ensemble, task, adam, STOPPING, seeds, progress=False)
+    for member, single in zip(members, singles):
+        assert member.solved_step == single.solved_step
+        assert_same_records(member, single)
+    assert computed == sorted(computed, reverse=True) and set(computed) == {3, 2, 1}
+    # each call's members: an update per step (steps 0-4 all three, 5-8 two, 9-12 one) and
+    # two chunks per evaluation (at 0 and 4 three members, at 8 two, at 12 one)
+    assert [computed.count(k) for k in (3, 2, 1)] == [5 + 4, 4 + 2, 4 + 2]
+
+
+def test_an_ensemble_resumed_after_a_member_left_the_stack_ends_as_if_uninterrupted():
+    seeds, task = [3, 4, 5], Lenient(9)
+    ensemble = lambda: Ensemble([model_of(s, "gru") for s in seeds])  # noqa: E731
+    straight = train(ensemble(), task, adam, STOPPING, seeds, progress=False)
+    stores = [Store(), Store(), Store(stop_at=6)]  # killed after step 6: seed 5 stopped at 4
+    with pytest.raises(Stop):
+        train(ensemble(), task, adam, STOPPING, seeds, checkpoints=stores, progress=False)
+    resumed = train(ensemble(), task, adam, STOPPING, seeds, checkpoints=stores, progress=False)
+    for a, b in zip(resumed, straight):
+        assert_same_records(a, b, rtol=0, atol=0)
 
 
 class Stop(Exception):

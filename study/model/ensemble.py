@@ -40,7 +40,8 @@ class Single:
         self.model.to(device)
         return self
 
-    def predict(self, xs: list[Tensor], valids: list[Tensor | None], scales=None) -> list[Tensor]:
+    def predict(self, xs: list[Tensor], valids: list[Tensor | None], scales=None, on=None):
+        """The model's readout, [(B, T, O)]; `on` is the ensembles' (a lone model is always on)."""
         return [self.model.predict(xs[0], valids[0], None if scales is None else scales[0])]
 
     def member(self, e: int) -> SequenceModel:
@@ -89,12 +90,18 @@ class Ensemble(nn.Module):
     def params(self) -> dict[str, Tensor]:
         return dict(zip(self.names, self.stacked))
 
-    def predict(self, xs: list[Tensor], valids: list[Tensor | None], scales=None) -> list[Tensor]:
+    def predict(
+        self, xs: list[Tensor], valids: list[Tensor | None], scales=None, on=None
+    ) -> list[Tensor]:
         """Every member's readout at every step, member e on its own batch xs[e]. scales: a
-        stochastic cut's s_t per member for this update (study/model/cut.py), or None."""
+        stochastic cut's s_t per member for this update (study/model/cut.py), or None. on: the
+        indices of the members xs are for (members that stopped are left out: the others'
+        parameters are taken from the stack, and only they are computed); None: all."""
         p, cell = self.params(), self.template.cell
+        if on is not None:
+            p = {name: v[on] for name, v in p.items()}  # a copy of their rows, in the graph
         padded = any(v is not None for v in valids)
-        scales = scales or [None] * self.size
+        scales = scales or [None] * len(xs)
         cuts = [self.template.cut_scales(x.shape[1], s) for x, s in zip(xs, scales)]
         cut = None if cuts[0] is None else (cuts[0][0], torch.stack([c[1] for c in cuts]))
         impl, device = self.template.impl, xs[0].device
