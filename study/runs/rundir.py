@@ -5,7 +5,7 @@ this module alone (the checkpoint, which needs torch, lives in study/runs/checkp
     <out_dir>/<experiment>/<run id>/
         config.yaml        the resolved config of the run
         run.json           status (running | completed | diverged | failed), provenance, and the
-                           sha256 of config.yaml and of every table
+                           sha256 of config.yaml and of tables.zip
         tables.zip         the run's tables, one Parquet file each (read_table), in one
                            uncompressed zip (Parquet compresses itself; one file instead of five
                            saves a run most of its disk blocks):
