@@ -16,6 +16,9 @@ REFERENCE += study_lr_lag
 REFERENCE += study_tuned
 # Copy memory at H = 128, each cell at its own rate, the chrono LSTM with T_max = 3T/2 (issue 30).
 REFERENCE += study_copy_wide study_copy_wide_chrono
+# The LRU, minGRU and minLSTM in 2 GLU blocks (study/model/block.py): their learning-rate window
+# at T = 200, matched to study_lr's LSTM by parameter count (issue 30).
+REFERENCE += study_blocks_lr
 
 .PHONY: install run test reference figures notebooks browser
 install: $(STAMP)

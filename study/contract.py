@@ -134,9 +134,16 @@ def _task_oracle(task: Task, oracle: Callable[[Batch], torch.Tensor]) -> str:
 
 # ---- cells -----------------------------------------------------------------------------------
 def check_cell(
-    cell: str | type[Cell], input_size: int = 3, hidden_size: int = 5, **options
+    cell: str | type[Cell],
+    input_size: int = 3,
+    hidden_size: int = 5,
+    *,
+    block: str | None = None,
+    layers: int | None = None,
+    **options,
 ) -> list[str]:
-    """A cell (a Cell subclass or its import path) with its constructor's `options`, in float64:
+    """A cell (a Cell subclass or its import path) with its constructor's `options`, in float64
+    (inside `layers` blocks of kind `block` where given, study/model/block.py):
     the states' shapes; left padding holds the state; the model's gradient against central
     finite differences (torch.autograd.gradcheck); the step Jacobian the probes use (the cell's
     closed form, or forward mode) against autograd's jacobian of one step; and, where the cell
@@ -144,7 +151,10 @@ def check_cell(
     path = cell if isinstance(cell, str) else f"{cell.__module__}.{cell.__qualname__}"
     cell_class(path)  # one line for an import path that is not a Cell
     torch.manual_seed(0)
-    model = build_model(path, input_size, 1, hidden_size=hidden_size, options=options or None)
+    model = build_model(
+        path, input_size, 1, hidden_size=hidden_size, options=options or None, block=block,
+        layers=layers,
+    )  # fmt: skip
     model = model.double()
     x = torch.randn(2, 6, input_size, dtype=torch.float64)
     return [

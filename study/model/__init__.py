@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from study.checks import require_at_most, require_bool, require_int, require_number
+from study.model.block import BLOCKS, wrap
 from study.model.cells import CELLS as CLASSIC
 from study.model.cells import Cell
 from study.model.cut import Cut, StepCut, make_cut
@@ -122,21 +123,36 @@ def cell_class(cell: str) -> type[Cell]:
     return found
 
 
-def count_params(cell: str, input_size: int, hidden_size: int, output_size: int, **options) -> int:
-    """SequenceModel.n_params() of a cell at this size, built on the meta device (no memory,
-    no initialisation): what `match_params` solves over. `options` go to the cell."""
+def count_params(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    output_size: int,
+    block: str | None = None,
+    layers: int = 1,
+    **options,
+) -> int:
+    """SequenceModel.n_params() of a cell at this size (in `layers` blocks of kind `block`, if
+    one), built on the meta device (no memory, no initialisation): what `match_params` solves
+    over. `options` go to the cell."""
     with torch.device("meta"):
-        recurrence = cell_class(cell)(input_size, hidden_size, **options)
+        recurrence = wrap(cell_class(cell), block, layers)(input_size, hidden_size, **options)
     return recurrence.n_params() + hidden_size * output_size + output_size
 
 
 def matched_hidden_size(
-    cell: str, input_size: int, output_size: int, target: int, **options
+    cell: str,
+    input_size: int,
+    output_size: int,
+    target: int,
+    block: str | None = None,
+    layers: int = 1,
+    **options,
 ) -> int:
     """The hidden size whose total parameter count is closest to `target` (ties: the smaller).
     The count grows with H: bisect for the first H above the target, then take the closer of
     it and the one before."""
-    count = lambda H: count_params(cell, input_size, H, output_size, **options)  # noqa: E731
+    count = lambda H: count_params(cell, input_size, H, output_size, block, layers, **options)  # noqa: E731
     high = 1
     while count(high) <= target:
         high *= 2
@@ -167,6 +183,8 @@ def build_model(
     chrono: float | None = None,
     input_bias: float | list[float] | None = None,
     options: dict | None = None,
+    block: str | None = None,
+    layers: int | None = None,
     impl: str = "fast",
     cut: str | None = None,
     cut_scale: float | None = None,
@@ -185,6 +203,9 @@ def build_model(
         cell that does not take it is an error naming the cell's own keys.
     options: the cell's own keys, by name: its constructor's keywords (the LRU: r_min, r_max,
         max_phase) and its `init_keys` (what a top-level key above passes is the same).
+    block: null (the cell bare) | glu: the cell inside the LRU paper's layer, norm -> cell ->
+        GELU -> GLU -> residual over a linear encoder (study/model/block.py), `layers` of them
+        (null = 1; more needs a block); the cell's keys go to every layer's cell.
     cut: a recurrent path whose gradient is stopped, the forward pass unchanged (study/model/cut.py;
         the cell's `cut_paths`: LSTM cell | hidden, GRU linear | hidden, the others their one
         path); cut_scale alpha in [0, 1] scales it instead (null = 0, stopped); cut_prob p cuts
@@ -197,6 +218,8 @@ def build_model(
         require_at_most("model.match_params", match_params, MAX_PARAMS, "about 1 GB of weights")
     require_number("model.recurrent_gain", recurrent_gain)
     require_bool("model.forget_gate", forget_gate)
+    layers = 1 if layers is None else layers  # null in the config (not identity): one
+    check_block(block, layers, cut)
     if recurrent_init not in ("default", "orthogonal", "identity"):
         allowed = "default, orthogonal, identity"
         raise ValueError(f"model.recurrent_init={recurrent_init!r} is invalid: allowed {allowed}")
@@ -214,15 +237,15 @@ def build_model(
     try:
         if match_params is not None:
             hidden_size = matched_hidden_size(
-                cell, input_size, output_size, match_params, **options
+                cell, input_size, output_size, match_params, block, layers, **options
             )
             if hidden_size < 2:
-                smallest = count_params(cell, input_size, 2, output_size, **options)
+                smallest = count_params(cell, input_size, 2, output_size, block, layers, **options)
                 raise ValueError(
                     f"model.match_params={match_params} is too small for cell={cell}: it gives"
                     f" H = {hidden_size}; H = 2 needs {smallest} parameters"
                 )
-        recurrence = kind(input_size, hidden_size, **options)
+        recurrence = wrap(kind, block, layers)(input_size, hidden_size, **options)
     except TypeError as e:  # an option the cell does not take
         raise ValueError(f"model.options do not fit cell={cell}: {e}") from None
     path_cut = make_cut(kind, cut, cut_scale, cut_prob)
@@ -231,6 +254,18 @@ def build_model(
     model = SequenceModel(recurrence, output_size, impl, path_cut)
     model.cell.initialise(recurrent_init, recurrent_gain, **init)
     return model
+
+
+def check_block(block: str | None, layers: int, cut: str | None) -> None:
+    if block is not None and block not in BLOCKS:
+        raise ValueError(f"model.block={block!r} is unknown: allowed null, {', '.join(BLOCKS)}")
+    require_int("model.layers", layers, 1)
+    require_at_most("model.layers", layers, 64, "a deeper stack than any study here uses")
+    if layers > 1 and block is None:
+        raise ValueError(f"model.layers={layers} needs a block to stack: set model.block=glu")
+    if block is not None and cut is not None:
+        raise ValueError(f"model.cut={cut!r} does not apply with model.block={block}: a stack has"
+                         " no single path to cut")  # fmt: skip
 
 
 # model.* keys that belong to particular cells, each with the value that means "not set"

@@ -140,6 +140,11 @@ class Cell(nn.Module):
         state-dependent Jacobian, estimated."""
         return None
 
+    def inner_cells(self) -> tuple[Cell, ...]:
+        """The cells a composite recurrence is made of (the layers of study/model/block.py),
+        for the probes that read each one's weights; () for a cell that is one recurrence."""
+        return ()
+
     def n_params(self) -> int:
         """Parameters the recurrence actually uses (what `match_params` counts)."""
         return sum(p.numel() for p in self.parameters())

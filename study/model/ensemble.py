@@ -58,6 +58,18 @@ class Single:
         optimizer.load_state_dict(states[0]["optimizer"])
 
 
+class Predictor(nn.Module):
+    """A model whose forward is its `predict`: what torch.func.functional_call runs per member
+    (functional_call calls forward, and a SequenceModel's forward is the explicit loop)."""
+
+    def __init__(self, model: SequenceModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, valid: Tensor | None = None, scales: Tensor | None = None):
+        return self.model.predict(x, valid, scales)
+
+
 class Ensemble(nn.Module):
     """E SequenceModels of one architecture with their parameters stacked: `stacked[k]` is the
     k-th parameter of every member, (E, *shape), in the members' own parameter order."""
@@ -119,12 +131,14 @@ class Ensemble(nn.Module):
             h = hs.transpose(1, 2) if time_major else hs
             y = torch.baddbmm(b_out, h.flatten(1, 2), W_out).unflatten(1, h.shape[1:3])
             return list((y.transpose(1, 2) if time_major else y).unbind(0))
-        # padded batches, the LSTM without forget gate, impl=explicit: the explicit cells,
-        # member by member, on slices of the stacked parameters (gradients flow into them)
-        template = self._template(xs[0].device)
+        # no stacked path (padded batches, impl=explicit, the linear-recurrence cells and the
+        # blocks): member by member on slices of the stacked parameters (gradients flow into
+        # them), each by the path it takes alone (a linear-recurrence cell's scan, a block's
+        # layer by layer), which computes the same function as the explicit loop
+        predictor = Predictor(self._template(xs[0].device))
         call = torch.func.functional_call
         return [
-            call(template, {n: v[e] for n, v in p.items()}, (x, valid, s)).y
+            call(predictor, {f"model.{n}": v[e] for n, v in p.items()}, (x, valid, s))
             for e, (x, valid, s) in enumerate(zip(xs, valids, scales))
         ]
 

@@ -129,13 +129,29 @@ class MinLSTMCell(Cell):
         h~_t = g(W_h x_t + b_h)
         h_t  = f'_t * h_{t-1} + i'_t * h~_t      <- linear, diagonal: dh_t/dh_{t-1} = diag(f'_t)
 
-    The gates recorded for the probes are the normalised f' and i'.
+    The gates recorded for the probes are the normalised f' and i'. `forget_bias_shift`
+    (model.options): a number added to b_f at initialisation, as the official code's
+    `forget_bias_init_scale` (BorealisAI/minRNNs, models/minRNNs.py; its minGRU has none), so
+    that f' starts near 1 and h keeps its past.
     """
 
     n_gates, kind, recurrent_weights = 3, "minlstm", False
     gate_names = ("f", "i")
     cut_paths = ("linear",)  # its one path: cut, no credit reaches earlier steps
     linear_path_cut = "linear"
+    init_keys = ("forget_bias_shift",)
+
+    @classmethod
+    def check_keys(cls, keys: dict) -> dict:
+        if "forget_bias_shift" in keys:
+            require_number("model.options.forget_bias_shift", keys["forget_bias_shift"])
+        return keys
+
+    @torch.no_grad()
+    def initialise(self, recurrent_init="default", recurrent_gain=1.0, forget_bias_shift=None):
+        super().initialise(recurrent_init, recurrent_gain)
+        if forget_bias_shift is not None:
+            self.bias_ih_l0[: self.hidden_size] += forget_bias_shift  # the f block (f, i, h)
 
     def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None, cut=no_cut):
         (h,) = state

@@ -156,7 +156,14 @@ def recurrent_spectra(cell: Cell) -> dict[str, dict[str, float]]:
     commutator ||W W^T - W^T W||_F and henrici, Henrici's departure from normality
     sqrt(||W||_F^2 - sum |lambda_i|^2). Non-normal W can amplify a signal transiently although
     its eigenvalues say it decays. A cell without W_hh reports its own (the LRU: its diagonal
-    lambda, normal by construction; minGRU/minLSTM: none)."""
+    lambda, normal by construction; minGRU/minLSTM: none); a stack of layers each layer's, the
+    block's name numbered by layer ("h1", "lambda2")."""
+    if cell.inner_cells():  # a stack of layers (study/model/block.py): each layer's, numbered
+        return {
+            f"{block}{l}": stats
+            for l, inner in enumerate(cell.inner_cells(), 1)
+            for block, stats in recurrent_spectra(inner).items()
+        }
     if not cell.recurrent_weights:
         return cell.recurrent_spectra() if hasattr(cell, "recurrent_spectra") else {}
     names = cell.block_names

@@ -31,7 +31,18 @@ def cut_label(run: pd.Series) -> str:
 
 
 def base_label(run: pd.Series) -> str:
-    """A readable name for a run's recurrence and its initialisation."""
+    """A readable name for a run's recurrence and its initialisation, and the block it sits in
+    where it has one ("LRU, 2 GLU blocks": study/model/block.py)."""
+    block, layers = run.get("cfg.model.block"), run.get("cfg.model.layers")
+    if not isinstance(block, str):
+        return cell_label(run)
+    layers = 1 if layers is None or pd.isna(layers) else int(layers)
+    blocks = "block" if layers == 1 else "blocks"
+    return f"{cell_label(run)}, {layers} {block.upper()} {blocks}"
+
+
+def cell_label(run: pd.Series) -> str:
+    """A readable name for a run's cell and its initialisation."""
     cell = run["cfg.model.cell"]
     if cell == "lstm":
         if run.get("cfg.model.forget_gate") is False:
@@ -47,6 +58,9 @@ def base_label(run: pd.Series) -> str:
     chrono = run.get("cfg.model.chrono")
     if cell == "gru" and chrono is not None and not pd.isna(chrono):
         return f"GRU, chrono T_max={_t_max(run, chrono)}"
+    shift = run.get("cfg.model.options.forget_bias_shift")
+    if cell == "minlstm" and shift is not None and not pd.isna(shift):
+        return f"minLSTM, forget bias {shift:+g}"
     return NAMES.get(cell, cell.upper())
 
 
