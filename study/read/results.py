@@ -20,6 +20,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -153,12 +154,17 @@ def load_table(
         return out.assign(path=out["path"].map(relative))
     runs = runs.assign(memory=runs.get("memory", pd.Series("h", index=runs.index)))
     keys = runs[["path", "run_id", "config", "seed", "cell", "memory"]].fillna({"memory": "h"})
-    frames = []
-    for row in keys.itertuples(index=False):
-        frame = rundir.read_table(Path(row.path), table)
+    frames, owners = [], []  # each run's table, and its row in `keys`
+    for k, path in enumerate(keys["path"]):
+        frame = rundir.read_table(Path(path), table)
         if frame is not None:
-            frames.append(frame.assign(**row._asdict()))
+            frames.append(frame)
+            owners.append(k)
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if frames:  # the run's keys on each of its rows: one column at a time, not per run
+        rows_of = np.repeat(owners, [len(f) for f in frames])
+        for column in keys.columns:
+            out[column] = keys[column].to_numpy()[rows_of]
     if cache and len(out):
         try:
             for old in cached.parent.glob(f"{table}-*.parquet"):
