@@ -4,8 +4,6 @@ load Hydra, the sweep callback never loads the training stack. Checked in a fres
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "study"

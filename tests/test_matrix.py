@@ -1,5 +1,6 @@
-"""Every model option x every task option (and adding variant): a few training steps with every
-probe on, state Jacobians included, at a tiny size. A crash here is a crash a user would meet."""
+"""Every model option (and two cells in GLU blocks) x every task option (and adding variant): a
+few training steps with every probe on, state Jacobians included, at a tiny size. A crash here
+is a crash a user would meet."""
 
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from tests.conftest import train_one
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+MODELS += ["lru:glu", "lstm:glu"]  # in 2 GLU blocks (study/model/block.py): a stack of layers
 TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml") if p.stem != "adding")
 TASKS += [f"adding:{v}" for v in ("arjovsky2016", "hochreiter1997", "pascanu2013", "tcn2018")]
 
@@ -21,7 +23,9 @@ TASKS += [f"adding:{v}" for v in ("arjovsky2016", "hochreiter1997", "pascanu2013
 def test_every_model_trains_on_every_task_with_every_probe(model, task):
     """impl=fast, the default: on a left-padded task it takes the explicit loop."""
     name, _, variant = task.partition(":")
+    model, _, block = model.partition(":")
     overrides = [f"model={model}", f"task={name}", "model.hidden_size=4"]
+    overrides += [f"model.block={block}", "model.layers=2"] if block else []
     overrides += ["task.length=24", "train.steps=2", "train.log_every=1", "train.eval_size=8"]
     overrides += ["train.batch_size=4", "probe.jacobian_examples=2", "probe.jacobian_every=1"]
     overrides += ["probe.jacobian_lags=3", "probe.snr_batches=2"]
