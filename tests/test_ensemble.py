@@ -59,8 +59,13 @@ CASES = [
     ("gru", {}, Adding(9)),
     ("lstm", {"forget_gate": False}, Adding(9)),  # not batched: the explicit cells per member
     ("gru", {}, Adding(24, variant="hochreiter1997")),  # left-padded batches: explicit too
+    ("mingru", {}, Adding(9)),  # no stacked path: each member by its own scan
+    ("minlstm", {}, Adding(9)),
+    ("lru", {}, Adding(9)),
+    ("lru", {"block": "glu", "layers": 2}, Adding(9)),  # a stack of 2 GLU blocks, layer by layer
 ]
-IDS = ["rnn", "rnn-relu", "lstm", "gru", "lstm-no-forget-gate", "gru-padded"]
+IDS = ["rnn", "rnn-relu", "lstm", "gru", "lstm-no-forget-gate", "gru-padded", "mingru",
+       "minlstm", "lru", "lru-2-glu-blocks"]  # fmt: skip
 
 
 @pytest.mark.parametrize("cell,kw,task", CASES, ids=IDS)
