@@ -39,7 +39,9 @@ CELLS = ("rnn", "lstm", "gru")
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 CLIP = TrainSettings().clip_norm  # the training default: every timed step clips as training does
 TABLES = ("targets", "speed", "ensemble", "probes", "memory", "workers", "scan", "cuts")
-TABLES += ("lstm1997", "readers")
+TABLES += ("lstm1997", "readers", "study_ensemble")
+# every cell of the study, and the LRU in 2 GLU blocks ("cell:block", study/model/block.py)
+STUDY_CELLS = ("rnn", "lstm", "gru", "mingru", "minlstm", "lru", "lru:glu")
 PATHS = ("native", "explicit", "fast")
 
 
@@ -129,18 +131,21 @@ def _one_by_one(task, singles, optimizers, batches) -> None:
         train_step(single, task, opt, [batch], CLIP)
 
 
-def ensemble_table(sizes, E=8, repeats=5, device="cpu") -> pd.DataFrame:
+def ensemble_table(sizes, E=8, repeats=5, device="cpu", cells=CELLS) -> pd.DataFrame:
     """E seeds trained one after another (each a Single on the fast path) against one Ensemble
-    of E stacked members; the two interleaved. gain = E x single step / ensemble step."""
+    of E stacked members; the two interleaved. gain = E x single step / ensemble step. A cell
+    "name:block" is that cell in 2 blocks of that kind."""
     rows = []
-    for cell, (H, B, T) in itertools.product(CELLS, sizes):
+    for spec, (H, B, T) in itertools.product(cells, sizes):
+        cell, _, block = spec.partition(":")
+        stack = {"block": block, "layers": 2} if block else {}
         task = Adding(T)
         gens = [torch.Generator().manual_seed(seed) for seed in range(E)]
         batches = [task.sample(B, g).to(device) for g in gens]
         models = []
         for seed in range(E):
             torch.manual_seed(seed)
-            models.append(build_model(cell, 2, 1, hidden_size=H).to(device))
+            models.append(build_model(cell, 2, 1, hidden_size=H, **stack).to(device))
         singles = [Single(m) for m in models]
         single_opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
         ensemble = Ensemble(models).to(device)
@@ -154,7 +159,7 @@ def ensemble_table(sizes, E=8, repeats=5, device="cpu") -> pd.DataFrame:
         one, ens = ms["single"], ms["ensemble"]
         rows.append(
             {
-                **_size(cell, H, B, T),
+                **_size(spec, H, B, T),
                 "E": E,
                 "single_ms_per_member": one / E,
                 "ensemble_ms_per_member": ens / E,
@@ -162,7 +167,7 @@ def ensemble_table(sizes, E=8, repeats=5, device="cpu") -> pd.DataFrame:
             }
         )
         print(
-            f"  {cell:4s} H={H:<3d} B={B:<3d} T={T:<3d} E={E}: {E} singles {one:7.1f} ms, "
+            f"  {spec:7s} H={H:<3d} B={B:<3d} T={T:<3d} E={E}: {E} singles {one:7.1f} ms, "
             f"ensemble {ens:7.1f} ms, gain {one / ens:.2f}x",
             flush=True,
         )
@@ -502,6 +507,12 @@ def main(argv=None) -> None:
     if "ensemble" in only:
         print(f"seed ensembles ({E} seeds, interleaved with {E} single runs):", flush=True)
         tables[f"ensemble{tag}"] = ensemble_table(ensemble_sizes, E, repeats, args.device)
+    if "study_ensemble" in only:
+        sizes, members = ([(8, 8, 30)], 3) if args.quick else ([(32, 32, 200), (64, 32, 1000)], 10)
+        print(f"seed ensembles at the study's sizes ({members} seeds, every cell):", flush=True)
+        tables[f"study_ensemble{tag}"] = ensemble_table(
+            sizes, members, repeats, args.device, STUDY_CELLS
+        )
     if args.device == "cpu" and "probes" in only:
         print("probe cost:", flush=True)
         tables["probes"] = probe_table(*probe_size, steps=run_steps)

@@ -154,3 +154,23 @@ def test_cut_paths_on_cuda_give_the_detach_references_gradients(cell, path):
     ys = Ensemble(models).predict([xc.detach(), xc.detach()], [None, None], [s.to(CUDA)] * 2)
     for m, y_e in zip(models, ys):
         torch.testing.assert_close(y_e, m.predict(xc.detach(), scales=s.to(CUDA)))
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm", "lru"])
+def test_an_ensemble_of_linear_recurrences_on_cuda_is_one_stacked_scan_of_its_members(cell):
+    """On CUDA an ensemble of the linear-recurrence cells takes their stacked_scan (every member
+    in one scan): its readout and every gradient against each member alone on the CPU."""
+    from study.model.fast import choose_path
+
+    models = [small_model(cell, input_size=3, hidden=6, seed=30 + e) for e in range(3)]
+    assert choose_path(models[0].cell, "fast", CUDA, False, 3) == "scan"
+    xs = [torch.randn(4, 17, 3, dtype=torch.float64) for _ in models]
+    ensemble = Ensemble(models).to(CUDA)
+    ys = ensemble.predict([x.to(CUDA) for x in xs], [None] * 3)
+    grads = torch.autograd.grad(sum(y.square().sum() for y in ys), list(ensemble.parameters()))
+    for e, (model, x) in enumerate(zip(models, xs)):
+        y = model.predict(x)
+        own = torch.autograd.grad(y.square().sum(), list(model.parameters()))
+        torch.testing.assert_close(ys[e].cpu(), y, rtol=1e-9, atol=1e-11)
+        for g, o in zip(grads, own):
+            torch.testing.assert_close(g[e].cpu(), o, rtol=1e-9, atol=1e-10)

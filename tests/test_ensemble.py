@@ -202,3 +202,29 @@ def test_a_member_checkpoint_is_a_single_run_checkpoint():
         train(gru_ensemble([0, 1]), task, adam, CHECKPOINTED, [0, 1], checkpoints=stores)
     single = train_one(model_of(1, "gru"), task, adam, CHECKPOINTED, 1, checkpoint=stores[1])
     assert_same_records(single, straight)
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm", "lru"])
+def test_a_stacked_scan_is_each_members_scan_forward_and_backward(cell):
+    """The ensemble's one scan over every member (stacked_scan) against each member's own scan,
+    in float64, values and the gradients of every stacked parameter; minGRU and minLSTM also by
+    their log-space form (what CUDA runs)."""
+    from study.model.linear_cells import stacked_inputs
+
+    models = [model_of(seed, cell).double() for seed in range(3)]
+    ensemble = Ensemble(models)
+    x = torch.randn(3, 4, 11, 2, dtype=torch.float64)
+    p = {n.removeprefix("cell."): v for n, v in ensemble.params().items() if "cell." in n}
+    got = ensemble._hidden_states(x, ensemble.params(), "scan")
+    want = torch.stack([m.cell.scan(x[e]) for e, m in enumerate(models)])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    weights = torch.randn_like(got)
+    grads = torch.autograd.grad((got * weights).sum(), list(p.values()))
+    for e, m in enumerate(models):
+        own = torch.autograd.grad((m.cell.scan(x[e]) * weights[e]).sum(), list(m.cell.parameters()))
+        for g, o in zip(grads, own):
+            torch.testing.assert_close(g[e], o, rtol=0, atol=1e-10)
+    if cell != "lru":
+        logs = models[0].cell.recurrence(stacked_inputs(x, p), log_space=True)
+        alone = [m.cell.scan(x[e], log_space=True) for e, m in enumerate(models)]
+        torch.testing.assert_close(logs, torch.stack(alone), rtol=0, atol=1e-10)

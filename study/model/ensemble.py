@@ -144,6 +144,9 @@ class Ensemble(nn.Module):
 
     def _hidden_states(self, x: Tensor, p: dict[str, Tensor], path: str, cut=None, valid=None):
         """h_t of every member, (E, B, T, H), from the stacked cell parameters."""
+        if path == "scan":  # the linear-recurrence cells: every member in one scan
+            cell = {n.removeprefix("cell."): v for n, v in p.items() if n.startswith("cell.")}
+            return self.template.cell.stacked_scan(x, cell)
         weights = {n: p[f"cell.{n}"] for n in CELL_PARAMS}
         if path == "native":
             # torch.nn's kernel for each member in turn, on views of the stacked weights. On

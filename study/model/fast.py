@@ -57,10 +57,11 @@ def choose_path(
 
     explicit  the cell's own loop (study/model/cells.py): impl=explicit, padded batches (but the
               LSTM's left-padded ones: `left`), the LSTM without a forget gate with
-              impl=native; cells torch.nn lacks, where they have no scan or in an ensemble or
-              with impl=native
+              impl=native; cells torch.nn lacks, where they have no scan (or, in an ensemble,
+              no stacked one on this device: then each member alone) or with impl=native
     scan      the linear-recurrence cells' `scan` over all steps (study/model/linear_cells.py;
-              parallel on CUDA, a step loop with a written-out backward on the CPU)
+              parallel on CUDA, a step loop with a written-out backward on the CPU); in an
+              ensemble on CUDA their `stacked_scan`, every member in one scan
     native    torch.nn on the cell's parameters: impl=native; for impl=fast, the LSTM on CPU
               (oneDNN's fused kernel; ensemble members take turns through it) and, for a single
               model, every cell on CUDA (cuDNN)
@@ -80,9 +81,13 @@ def choose_path(
     if lstm and (padded or not cell.forget_gate):  # what only LSTMSequence computes
         return "explicit" if impl == "native" else "sequence"
     if cell.kind not in NATIVE:  # the linear-recurrence cells: their parallel scan over time
-        scan = hasattr(cell, "scan") and impl == "fast" and members == 1
-        scan = scan and not (cut and cell.kind == "lru")
-        return "scan" if scan else "explicit"  # (an ensemble of them, a cell from outside)
+        alone = members == 1 and not (cut and cell.kind == "lru")
+        # an ensemble's members in one scan on CUDA; on the CPU each member's own scan, which
+        # was as fast or faster at the study's sizes (docs/speed.md, study_ensemble table)
+        cuda = torch.device(device).type == "cuda"
+        stacked = hasattr(cell, "stacked_scan") and not cut and cuda
+        scan = hasattr(cell, "scan") and impl == "fast" and (alone or stacked)
+        return "scan" if scan else "explicit"  # (a cell from outside, a block in an ensemble)
     if impl == "native":
         if cut:
             raise ValueError("model.impl=native cannot cut a gradient path: use fast or explicit")

@@ -83,6 +83,22 @@ class LinearRecurrence(torch.autograd.Function):
         return grad_a.transpose(0, 1), grad_b.transpose(0, 1), None
 
 
+def over_batch(fn, *tensors: Tensor) -> Tensor:
+    """fn of (N, T, H) tensors applied to (..., T, H) ones: every leading dimension (batch, and
+    an ensemble's members before it) as one batch."""
+    lead = tensors[0].shape[:-2]
+    out = fn(*(t.reshape(-1, *t.shape[-2:]) for t in tensors))
+    return out.view(*lead, *out.shape[-2:])
+
+
+def stacked_inputs(x: Tensor, p: dict[str, Tensor]) -> Tensor:
+    """W_ih x_t + b_ih of E members at once: x (E, B, T, I), p the cell's parameters stacked
+    (E, ...) -> (E, B, T, G), one batched matmul."""
+    E, B, T, I = x.shape
+    W, b = p["weight_ih_l0"].transpose(1, 2), p["bias_ih_l0"].unsqueeze(1)
+    return torch.baddbmm(b, x.reshape(E, B * T, I), W).view(E, B, T, -1)
+
+
 class MinGRUCell(Cell):
     """minGRU (Feng et al. 2024, Alg. 5): the GRU with gates of the input alone, no reset gate.
 
@@ -106,13 +122,25 @@ class MinGRUCell(Cell):
     def scan(self, x: Tensor, log_space: bool | None = None, scales: Tensor | None = None):
         """h_t for every t, (B, T, H): in log space on CUDA, step by step on the CPU and
         wherever a cut's `scales` are given (the log-space sums cannot carry them)."""
-        a_z, a_h = self.project_inputs(x).chunk(2, dim=-1)
-        if scales is None and (x.is_cuda if log_space is None else log_space):
+        log_space = x.is_cuda if log_space is None else log_space
+        return self.recurrence(self.project_inputs(x), log_space, scales)
+
+    def stacked_scan(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
+        """scan for the E members of an ensemble at once: x (E, B, T, I), p the members' cell
+        parameters stacked (E, ...) -> (E, B, T, H)."""
+        return self.recurrence(stacked_inputs(x, p), x.is_cuda)
+
+    @staticmethod
+    def recurrence(gx: Tensor, log_space: bool, scales: Tensor | None = None) -> Tensor:
+        """h_t for every t from the projected inputs (..., T, 2H)."""
+        a_z, a_h = gx.chunk(2, dim=-1)
+        if scales is None and log_space:
             # all steps at once: log(1 - z) = -softplus(a_z), log z = -softplus(-a_z), no log
             # of a rounded sigmoid
-            return log_space_scan(-F.softplus(a_z), -F.softplus(-a_z) + log_g(a_h))
+            return over_batch(log_space_scan, -F.softplus(a_z), -F.softplus(-a_z) + log_g(a_h))
         z = torch.sigmoid(a_z)  # the CPU: one step at a time (module docstring)
-        return LinearRecurrence.apply(1 - z, z * g(a_h), scales)
+        step_loop = lambda a, b: LinearRecurrence.apply(a, b, scales)  # noqa: E731
+        return over_batch(step_loop, 1 - z, z * g(a_h))
 
     def linear_path(self, traj, direct_h: Tensor):
         """The whole state path is linear: the gradient along it alone is the total."""
@@ -164,13 +192,25 @@ class MinLSTMCell(Cell):
     def scan(self, x: Tensor, log_space: bool | None = None, scales: Tensor | None = None):
         """h_t for every t, (B, T, H): in log space on CUDA, step by step on the CPU and
         wherever a cut's `scales` are given (the log-space sums cannot carry them)."""
-        a_f, a_i, a_h = self.project_inputs(x).chunk(3, dim=-1)
-        if scales is None and (x.is_cuda if log_space is None else log_space):
+        log_space = x.is_cuda if log_space is None else log_space
+        return self.recurrence(self.project_inputs(x), log_space, scales)
+
+    def stacked_scan(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
+        """scan for the E members of an ensemble at once: x (E, B, T, I), p the members' cell
+        parameters stacked (E, ...) -> (E, B, T, H)."""
+        return self.recurrence(stacked_inputs(x, p), x.is_cuda)
+
+    @staticmethod
+    def recurrence(gx: Tensor, log_space: bool, scales: Tensor | None = None) -> Tensor:
+        """h_t for every t from the projected inputs (..., T, 3H)."""
+        a_f, a_i, a_h = gx.chunk(3, dim=-1)
+        if scales is None and log_space:
             # f' = sigmoid(log f - log i) = sigmoid(-diff), i' = sigmoid(diff) (the paper's form)
             diff = F.softplus(-a_f) - F.softplus(-a_i)
-            return log_space_scan(-F.softplus(diff), -F.softplus(-diff) + log_g(a_h))
+            return over_batch(log_space_scan, -F.softplus(diff), -F.softplus(-diff) + log_g(a_h))
         f, i = torch.sigmoid(a_f), torch.sigmoid(a_i)  # the CPU: one step at a time
-        return LinearRecurrence.apply(f / (f + i), i / (f + i) * g(a_h), scales)
+        step_loop = lambda a, b: LinearRecurrence.apply(a, b, scales)  # noqa: E731
+        return over_batch(step_loop, f / (f + i), i / (f + i) * g(a_h))
 
     def linear_path(self, traj, direct_h: Tensor):
         """The whole state path is linear: the gradient along it alone is the total."""
@@ -248,8 +288,7 @@ class LRUCell(Cell):
 
     def eigenvalues(self) -> tuple[Tensor, Tensor, Tensor]:
         """(Re lambda, Im lambda, gamma), each (N,)."""
-        modulus, theta = torch.exp(-torch.exp(self.nu_log)), torch.exp(self.theta_log)
-        return modulus * torch.cos(theta), modulus * torch.sin(theta), torch.exp(self.gamma_log)
+        return lru_eigenvalues(self.nu_log, self.theta_log, self.gamma_log)
 
     def step(self, gx: Tensor, state: tuple[Tensor, ...], keep: Tensor | None = None, cut=no_cut):
         h, s = state
@@ -270,16 +309,15 @@ class LRUCell(Cell):
         return (h_new, s_new), {}
 
     def scan(self, x: Tensor) -> Tensor:
-        N = self.hidden_size
-        bx_re, bx_im, dx = self.project_inputs(x).split([N, N, N], dim=-1)
-        lam_re, lam_im, gamma = self.eigenvalues()
-        lam = torch.complex(lam_re, lam_im)
-        s = torch.complex(gamma * bx_re, gamma * bx_im)  # (B, T, N): window of one input
-        T, d, power = s.shape[1], 1, lam
-        while d < T:  # now each s_t sums a window of d inputs; double it
-            s = torch.cat([s[:, :d], s[:, d:] + power * s[:, :-d]], dim=1)
-            d, power = 2 * d, power * power
-        return s.real @ self.C_re.t() - s.imag @ self.C_im.t() + dx
+        params = (self.nu_log, self.theta_log, self.gamma_log, self.C_re, self.C_im)
+        return lru_scan(self.project_inputs(x), *params)
+
+    def stacked_scan(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
+        """scan for the E members of an ensemble at once: x (E, B, T, I), p the members' cell
+        parameters stacked (E, ...) -> (E, B, T, H)."""
+        per_unit = [p[n][:, None, None] for n in ("nu_log", "theta_log", "gamma_log")]
+        C = [p[n][:, None] for n in ("C_re", "C_im")]  # (E, 1, H, N): one per member
+        return lru_scan(stacked_inputs(x, p), *per_unit, *C)
 
     def linear_path(self, traj, direct_h: Tensor):
         """The whole state path is linear: ds_t/ds_{t-1} = Lambda, so the gradient goes back
@@ -310,3 +348,24 @@ class LRUCell(Cell):
         radius = float(torch.sqrt(lam_re**2 + lam_im**2).max())
         normal = {"commutator": 0.0, "henrici": 0.0}  # diagonal: normal by construction
         return {"lambda": {"sigma_max": radius, "spectral_radius": radius, **normal}}
+
+
+def lru_eigenvalues(nu_log: Tensor, theta_log: Tensor, gamma_log: Tensor):
+    """(Re lambda, Im lambda, gamma) from the LRU's parameters (any leading dimensions)."""
+    modulus, theta = torch.exp(-torch.exp(nu_log)), torch.exp(theta_log)
+    return modulus * torch.cos(theta), modulus * torch.sin(theta), torch.exp(gamma_log)
+
+
+def lru_scan(gx, nu_log, theta_log, gamma_log, C_re, C_im) -> Tensor:
+    """The LRU's h_t for every t from the projected inputs gx (..., T, 3N), by the doubling
+    scan (module docstring); the parameters broadcast against (..., T, N) (an ensemble's carry
+    a member dimension)."""
+    N = gx.shape[-1] // 3
+    bx_re, bx_im, dx = gx.split([N, N, N], dim=-1)
+    lam_re, lam_im, gamma = lru_eigenvalues(nu_log, theta_log, gamma_log)
+    s = torch.complex(gamma * bx_re, gamma * bx_im)  # (..., T, N): window of one input
+    T, d, power = s.shape[-2], 1, torch.complex(lam_re, lam_im)
+    while d < T:  # now each s_t sums a window of d inputs; double it
+        s = torch.cat([s[..., :d, :], s[..., d:, :] + power * s[..., :-d, :]], dim=-2)
+        d, power = 2 * d, power * power
+    return s.real @ C_re.transpose(-1, -2) - s.imag @ C_im.transpose(-1, -2) + dx
