@@ -13,6 +13,7 @@ warm-up. Timings are never asserted in tests.
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import itertools
 import multiprocessing as mp
@@ -131,11 +132,31 @@ def _one_by_one(task, singles, optimizers, batches) -> None:
         train_step(single, task, opt, [batch], CLIP)
 
 
+RECURRENT_BLOCKS = {"rnn": 1, "lstm": 4, "gru": 3}  # H x H blocks of W_hh in one step
+
+
+def recurrent_gflop(cell: str, H: int, B: int, T: int) -> float:
+    """GFLOP of the recurrent matmuls in one training step of one model: h_{t-1} W_hh^T forward
+    (2 B H x GH per step) and twice that backward (dL/dh_{t-1} and dL/dW_hh), so 6 B H G H T;
+    NaN for the cells without W_hh (their recurrence is elementwise)."""
+    G = RECURRENT_BLOCKS.get(cell)
+    return float("nan") if G is None else 6 * B * H * G * H * T / 1e9
+
+
+def sgemm_gflops(device: str = "cpu", n: int = 1024, repeats: int = 5) -> float:
+    """GFLOP/s of one large float32 matmul (n x n by n x n) in this process, on its threads:
+    the roofline the recurrent matmuls are measured against."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    ms = interleaved_ms({"sgemm": lambda: a @ b}, repeats, warmup=1, device=device)["sgemm"]
+    return 2 * n**3 / (ms / 1e3) / 1e9
+
+
 def ensemble_table(sizes, E=8, repeats=5, device="cpu", cells=CELLS) -> pd.DataFrame:
     """E seeds trained one after another (each a Single on the fast path) against one Ensemble
     of E stacked members; the two interleaved. gain = E x single step / ensemble step. A cell
-    "name:block" is that cell in 2 blocks of that kind."""
-    rows = []
+    "name:block" is that cell in 2 blocks of that kind. Beside them the recurrent matmuls'
+    achieved GFLOP/s in the ensemble and one large sgemm's in the same process (the roofline)."""
+    rows, peak = [], sgemm_gflops(device)
     for spec, (H, B, T) in itertools.product(cells, sizes):
         cell, _, block = spec.partition(":")
         stack = {"block": block, "layers": 2} if block else {}
@@ -155,6 +176,10 @@ def ensemble_table(sizes, E=8, repeats=5, device="cpu", cells=CELLS) -> pd.DataF
             "single": functools.partial(_one_by_one, task, singles, single_opts, batches),
             "ensemble": functools.partial(train_step, ensemble, task, ensemble_opt, batches, CLIP),
         }
+        if hasattr(models[0].cell, "stacked_scan"):  # the stacked scan, taken or not here
+            stacked = Ensemble([copy.deepcopy(m) for m in models], stack_scans=True).to(device)
+            opt = torch.optim.Adam(stacked.parameters(), lr=1e-3)
+            steps["stacked"] = functools.partial(train_step, stacked, task, opt, batches, CLIP)
         ms = interleaved_ms(steps, repeats, warmup=1, device=device)
         one, ens = ms["single"], ms["ensemble"]
         rows.append(
@@ -164,6 +189,9 @@ def ensemble_table(sizes, E=8, repeats=5, device="cpu", cells=CELLS) -> pd.DataF
                 "single_ms_per_member": one / E,
                 "ensemble_ms_per_member": ens / E,
                 "gain": one / ens,
+                "stacked_scan_gain": one / ms["stacked"] if "stacked" in ms else float("nan"),
+                "recurrent_gflops": recurrent_gflop(spec, H, B, T) / (ens / E / 1e3),
+                "sgemm_gflops": peak,
             }
         )
         print(

@@ -107,3 +107,48 @@ def test_the_readers_table_times_collect_and_report_cold_and_warm(tmp_path):
     ]
     assert (table.seconds > 0).all() and set(table.runs) == {2}
     assert not list(results.rglob(".cache")) and not list(results.rglob("*.html"))  # only read
+
+
+def test_quick_study_ensemble_table_has_every_cell_and_the_roofline(tmp_path):
+    proc = bench("--quick", "--only", "study_ensemble", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(tmp_path / "study_ensemble.csv")
+    cells = ["rnn", "lstm", "gru", "mingru", "minlstm", "lru", "lru:glu"]
+    assert table.cell.tolist() == cells and (table.gain > 0).all()
+    assert (table.sgemm_gflops > 0).all()
+    with_matmuls = table.cell.isin(["rnn", "lstm", "gru"])
+    assert (table.recurrent_gflops[with_matmuls] > 0).all()
+    assert table.recurrent_gflops[~with_matmuls].isna().all()
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_the_recurrent_flop_count_is_what_torch_counts_in_the_cells_steps(cell):
+    """recurrent_gflop against torch.utils.flop_counter on the explicit cell's steps (the input
+    projection done outside the count), forward and backward, h_0 a leaf that needs grad."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from study.model import build_model
+    from study_bench import recurrent_gflop
+
+    H, B, T = 6, 3, 5
+    cell_ = build_model(cell, 2, 1, hidden_size=H).cell
+    gx = cell_.project_inputs(torch.randn(B, T, 2)).detach()
+    state = tuple(s.requires_grad_() for s in cell_.initial_state(B))
+    with FlopCounterMode(display=False) as counter:
+        s = state
+        for t in range(T):
+            s, _ = cell_.step(gx[:, t], s)
+        s[0].sum().backward()
+    assert counter.get_total_flops() == pytest.approx(recurrent_gflop(cell, H, B, T) * 1e9)
+
+
+def test_the_cells_stacked_on_the_cpu_are_those_the_committed_table_measured_faster():
+    """fast.STACKED_SCAN_CPU is read off results/bench/study_ensemble.csv: the cells whose
+    stacked scan beat their members one by one at every size of the table."""
+    from study.model.fast import STACKED_SCAN_CPU
+    from tests.conftest import ROOT
+
+    table = pd.read_csv(ROOT / "results" / "bench" / "study_ensemble.csv")
+    measured = table.dropna(subset=["stacked_scan_gain"]).groupby("cell").stacked_scan_gain.min()
+    assert sorted(measured[measured > 1].index) == sorted(STACKED_SCAN_CPU)

@@ -74,8 +74,11 @@ class Ensemble(nn.Module):
     """E SequenceModels of one architecture with their parameters stacked: `stacked[k]` is the
     k-th parameter of every member, (E, *shape), in the members' own parameter order."""
 
-    def __init__(self, models: list[SequenceModel]):
+    def __init__(self, models: list[SequenceModel], stack_scans: bool | None = None):
+        """stack_scans: whether linear-recurrence members run as one stacked scan (choose_path's
+        `stack`; None = where it was measured to pay)."""
         super().__init__()
+        self.stack_scans = stack_scans
         first = models[0]
         self.names = [name for name, _ in first.named_parameters()]
         for m in models[1:]:
@@ -122,7 +125,9 @@ class Ensemble(nn.Module):
             whole = [torch.ones_like(x[..., 0], dtype=torch.bool) for x in xs]
             valid = torch.stack([w if v is None else v for v, w in zip(valids, whole)])
         left = left_padded(valid)
-        path = choose_path(cell, impl, device, padded, self.size, cut is not None, left)
+        path = choose_path(
+            cell, impl, device, padded, self.size, cut is not None, left, self.stack_scans
+        )
         if path != "explicit":
             hs = self._hidden_states(torch.stack(xs), p, path, cut, valid)  # (E, B, T, H)
             W_out, b_out = p["readout.weight"].transpose(1, 2), p["readout.bias"].unsqueeze(1)

@@ -43,6 +43,12 @@ def left_padded(valid: Tensor | None) -> bool:
     return valid is not None and bool((valid[..., 1:] >= valid[..., :-1]).all())
 
 
+STACKED_SCAN_CPU = ("mingru",)
+"""The linear-recurrence cells whose ensembles train faster on the CPU as one stacked scan than
+member by member: a gain above 1 at both sizes of study-bench's study_ensemble table (H = 32,
+T = 200 and H = 64, T = 1000; tests/test_bench.py checks this against results/bench)."""
+
+
 def choose_path(
     cell: Cell,
     impl: str,
@@ -51,6 +57,7 @@ def choose_path(
     members: int,
     cut: bool = False,
     left: bool = False,
+    stack: bool | None = None,
 ) -> str:
     """Which code computes the recurrence: the one place where `model.impl` is decided, for a
     single model (members=1) and for a seed ensemble alike.
@@ -72,6 +79,9 @@ def choose_path(
 
     With a cut (study/model/cut.py), minGRU/minLSTM's scan runs its step loop on every device, and
     the LRU, whose doubling scan has no per-step gradient to scale, runs the explicit loop.
+    stack: whether an ensemble of linear-recurrence cells takes their stacked scan; None = where
+    it was measured to pay (STACKED_SCAN_CPU on the CPU, every such cell on CUDA); the benchmark
+    times both.
     """
     if impl not in IMPLS:
         raise ValueError(f"model.impl={impl!r} is unknown: allowed {', '.join(IMPLS)}")
@@ -82,10 +92,10 @@ def choose_path(
         return "explicit" if impl == "native" else "sequence"
     if cell.kind not in NATIVE:  # the linear-recurrence cells: their parallel scan over time
         alone = members == 1 and not (cut and cell.kind == "lru")
-        # an ensemble's members in one scan on CUDA; on the CPU each member's own scan, which
-        # was as fast or faster at the study's sizes (docs/speed.md, study_ensemble table)
-        cuda = torch.device(device).type == "cuda"
-        stacked = hasattr(cell, "stacked_scan") and not cut and cuda
+        # an ensemble's members in one scan where that was measured to pay, else each alone
+        if stack is None:
+            stack = torch.device(device).type == "cuda" or cell.kind in STACKED_SCAN_CPU
+        stacked = hasattr(cell, "stacked_scan") and not cut and stack
         scan = hasattr(cell, "scan") and impl == "fast" and (alone or stacked)
         return "scan" if scan else "explicit"  # (a cell from outside, a block in an ensemble)
     if impl == "native":
