@@ -136,10 +136,10 @@ class Ensemble(nn.Module):
             h = hs.transpose(1, 2) if time_major else hs
             y = torch.baddbmm(b_out, h.flatten(1, 2), W_out).unflatten(1, h.shape[1:3])
             return list((y.transpose(1, 2) if time_major else y).unbind(0))
-        # no stacked path (padded batches, impl=explicit, the linear-recurrence cells and the
-        # blocks): member by member on slices of the stacked parameters (gradients flow into
-        # them), each by the path it takes alone (a linear-recurrence cell's scan, a block's
-        # layer by layer), which computes the same function as the explicit loop
+        # no stacked path (padded batches, impl=explicit, the linear-recurrence cells where
+        # stacking does not pay, the blocks, cells from outside): member by member on slices of
+        # the stacked parameters (gradients flow into them), each by the path it takes alone (a
+        # scan, a block's layer by layer), which computes the same function as the explicit loop
         predictor = Predictor(self._template(xs[0].device))
         call = torch.func.functional_call
         return [
