@@ -99,7 +99,24 @@ def stacked_inputs(x: Tensor, p: dict[str, Tensor]) -> Tensor:
     return torch.baddbmm(b, x.reshape(E, B * T, I), W).view(E, B, T, -1)
 
 
-class MinGRUCell(Cell):
+class GatedLinearCell(Cell):
+    """What minGRU and minLSTM share: h_t = a_t * h_{t-1} + b_t with a, b > 0 from x_t alone,
+    computed for all steps at once by each one's `recurrence(gx, log_space, scales)` from the
+    projected inputs gx (..., T, G)."""
+
+    def scan(self, x: Tensor, log_space: bool | None = None, scales: Tensor | None = None):
+        """h_t for every t, (B, T, H): in log space on CUDA, step by step on the CPU and
+        wherever a cut's `scales` are given (the log-space sums cannot carry them)."""
+        log_space = x.is_cuda if log_space is None else log_space
+        return self.recurrence(self.project_inputs(x), log_space, scales)
+
+    def stacked_scan(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
+        """scan for the E members of an ensemble at once: x (E, B, T, I), p the members' cell
+        parameters stacked (E, ...) -> (E, B, T, H)."""
+        return self.recurrence(stacked_inputs(x, p), x.is_cuda)
+
+
+class MinGRUCell(GatedLinearCell):
     """minGRU (Feng et al. 2024, Alg. 5): the GRU with gates of the input alone, no reset gate.
 
     z_t  = sigmoid(W_z x_t + b_z)          update gate
@@ -119,17 +136,6 @@ class MinGRUCell(Cell):
         h_new = (1 - z) * cut("linear", h) + z * g(a_h)
         return (hold(h_new, h, keep),), {"z": z}
 
-    def scan(self, x: Tensor, log_space: bool | None = None, scales: Tensor | None = None):
-        """h_t for every t, (B, T, H): in log space on CUDA, step by step on the CPU and
-        wherever a cut's `scales` are given (the log-space sums cannot carry them)."""
-        log_space = x.is_cuda if log_space is None else log_space
-        return self.recurrence(self.project_inputs(x), log_space, scales)
-
-    def stacked_scan(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
-        """scan for the E members of an ensemble at once: x (E, B, T, I), p the members' cell
-        parameters stacked (E, ...) -> (E, B, T, H)."""
-        return self.recurrence(stacked_inputs(x, p), x.is_cuda)
-
     @staticmethod
     def recurrence(gx: Tensor, log_space: bool, scales: Tensor | None = None) -> Tensor:
         """h_t for every t from the projected inputs (..., T, 2H)."""
@@ -148,7 +154,7 @@ class MinGRUCell(Cell):
         return "h", direct_h, lambda grad, t: (1 - z[t]) * grad
 
 
-class MinLSTMCell(Cell):
+class MinLSTMCell(GatedLinearCell):
     """minLSTM (Feng et al. 2024, Alg. 7): forget and input gates of the input alone,
     normalised so that they sum to one (time-independent scale of h).
 
@@ -188,17 +194,6 @@ class MinLSTMCell(Cell):
         f, i = f / (f + i), i / (f + i)
         h_new = f * cut("linear", h) + i * g(a_h)
         return (hold(h_new, h, keep),), {"f": f, "i": i}
-
-    def scan(self, x: Tensor, log_space: bool | None = None, scales: Tensor | None = None):
-        """h_t for every t, (B, T, H): in log space on CUDA, step by step on the CPU and
-        wherever a cut's `scales` are given (the log-space sums cannot carry them)."""
-        log_space = x.is_cuda if log_space is None else log_space
-        return self.recurrence(self.project_inputs(x), log_space, scales)
-
-    def stacked_scan(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
-        """scan for the E members of an ensemble at once: x (E, B, T, I), p the members' cell
-        parameters stacked (E, ...) -> (E, B, T, H)."""
-        return self.recurrence(stacked_inputs(x, p), x.is_cuda)
 
     @staticmethod
     def recurrence(gx: Tensor, log_space: bool, scales: Tensor | None = None) -> Tensor:
