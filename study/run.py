@@ -28,7 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from study.checks import suggest
-from study.runs import rundir
+from study.runs import grouping, rundir
 from study.runs.hydra_private import command_line, value_text
 from study.runs.job import ConfigError, build, identity_error, one_line, run_job
 from study.runs.sweep import SweepSummary, sweep_jobs
@@ -184,7 +184,11 @@ def precheck(argv: list[str]) -> dict[str, str]:
     if args.multirun:
         try:
             lines = [explicit.get(o.input_line, o.input_line) for o in parsed]
-            check_sweep_identity(_compose(base, hydra_config=True), lines)
+            base_cfg = _compose(base, hydra_config=True)
+            check_sweep_identity(base_cfg, lines)
+            # ensemble=auto groups the sweep's seeds (study/runs/grouping.py): the jobs, here or
+            # in a launcher's workers (which inherit the environment), read them from it
+            os.environ[grouping.SWEEP_SEEDS_ENV] = ",".join(map(str, sweep_seeds(base_cfg, lines)))
         except ConfigError as e:
             sys.exit(f"error: {e}")
     return {line: explicit[line] for line in explicit if "glob(" in line}
@@ -269,6 +273,14 @@ def check_writable(out_dir: Path) -> None:
         raise ConfigError(f"out_dir={out_dir} is not writable: {e.strerror} ({existing})") from e
 
 
+def sweep_seeds(base: DictConfig, overrides: list[str]) -> list[int]:
+    """Every job's seed in the sweep, sorted, each once."""
+    task = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    jobs = [dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o) for job in
+            sweep_jobs(base, task)]  # fmt: skip
+    return sorted({int(values.get("seed", base.seed)) for values in jobs})
+
+
 def check_sweep_identity(base: DictConfig, overrides: list[str]) -> None:
     """Every run directory of the sweep that already holds results is compared with the config
     its job composes now; composing only for those keeps a fresh sweep's start-up cheap."""
@@ -279,7 +291,7 @@ def check_sweep_identity(base: DictConfig, overrides: list[str]) -> None:
     for job in sweep_jobs(base, task):
         values = dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o)
         seed = int(values.get("seed", base.seed))
-        members = int(values.get("ensemble", base.ensemble))
+        members = grouping.listed_members(values.get("ensemble", base.ensemble))
         dirs = rundir.job_run_dirs(base.out_dir, experiment, job, seed, members)
         existing = {s: d for s, d in dirs.items() if (d / rundir.CONFIG).exists()}
         if not existing:

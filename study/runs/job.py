@@ -31,7 +31,7 @@ from study.checks import require_at_most, require_bool, require_int, suggest
 from study.model import SequenceModel
 from study.model.ensemble import Ensemble, Single
 from study.probes import ProbeSettings
-from study.runs import allocator, rundir
+from study.runs import allocator, grouping, rundir
 from study.runs.checkpoint import CheckpointFile
 from study.tasks.base import Task
 from study.train import TrainSettings, train
@@ -123,7 +123,8 @@ def check_top_level(cfg: DictConfig) -> None:
     """The keys of conf/config.yaml that no `_target_` checks."""
     require_int("seed", cfg.seed, 0)
     require_int("threads", cfg.threads, 1)
-    require_int("ensemble", cfg.ensemble, 1)
+    if cfg.ensemble != grouping.AUTO:
+        require_int("ensemble", cfg.ensemble, 1)
     require_bool("rerun", cfg.rerun)
     if cfg.progress is not None:
         require_bool("progress", cfg.progress)
@@ -183,7 +184,7 @@ def check_ensemble_optimizer(cfg: DictConfig) -> None:
     """ensemble > 1 trains the members' parameters stacked: refuse an optimiser that would
     couple them, before anything is written."""
     target = str(cfg.train.optimizer.get("_target_"))
-    if cfg.ensemble > 1 and target.rpartition(".")[2] not in ELEMENTWISE:
+    if cfg.ensemble != 1 and target.rpartition(".")[2] not in ELEMENTWISE:
         allowed = ", ".join(sorted(ELEMENTWISE))
         raise ConfigError(
             f"train.optimizer._target_={target} with ensemble={cfg.ensemble}: the stacked members"
@@ -243,7 +244,10 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
     (several with ensemble=E), and return its status (members' statuses joined by "," if
     they differ). Finished runs are skipped; damaged ones retrained; runs another process holds
     the lock of are left to it; the others train together."""
-    ensemble = int(cfg.ensemble)
+    ensemble = job_members(cfg)
+    if not ensemble:  # ensemble=auto: another seed's job trains this one's run with its own
+        log.debug("%s/%s: trained in an auto ensemble of the sweep", experiment, cfg.seed)
+        return "in an ensemble"
     outs = rundir.job_run_dirs(cfg.out_dir, experiment, overrides, cfg.seed, ensemble)
     jobs = {}
     for seed, out in outs.items():
@@ -271,6 +275,15 @@ def run_job(cfg: DictConfig, experiment: str, overrides: list[str]) -> str:
         statuses.append("running elsewhere")
     track(cfg, experiment, [outs[s] for s in todo])
     return ",".join(dict.fromkeys(statuses)) or "skipped"
+
+
+def job_members(cfg: DictConfig) -> int | list[int]:
+    """ensemble=E (E seeds from cfg.seed), or with ensemble=auto the seeds this job trains
+    (study/runs/grouping.py: [] where another job of the sweep trains them)."""
+    if cfg.ensemble != grouping.AUTO:
+        return int(cfg.ensemble)
+    size = grouping.auto_size(cfg.model.cell, cfg.model.get("block"), cfg.device)
+    return grouping.auto_members(cfg.seed, size, grouping.sweep_seeds())
 
 
 def claim_runs(cfg: DictConfig, experiment: str, outs: dict[int, Path]):

@@ -125,13 +125,14 @@ def experiment_folder(choice: str | None, experiment_dir: str | None) -> str:
     return name
 
 
-def member_seeds(seed: int, ensemble: int) -> list[int]:
-    """The seeds one job trains: `seed`, and with ensemble=E the E-1 seeds after it."""
-    return list(range(seed, seed + ensemble))
+def member_seeds(seed: int, ensemble: int | list[int]) -> list[int]:
+    """The seeds one job trains: `seed`, and with ensemble=E the E-1 seeds after it; or the
+    seeds themselves where the job was given a list (ensemble=auto: study/runs/grouping.py)."""
+    return list(ensemble) if isinstance(ensemble, list) else list(range(seed, seed + ensemble))
 
 
 def job_run_dirs(
-    out_dir: str | Path, experiment: str, overrides: list[str], seed: int, ensemble: int
+    out_dir: str | Path, experiment: str, overrides: list[str], seed: int, ensemble
 ) -> dict[int, Path]:
     """{seed: run directory} of one job: one directory per member seed."""
     base = Path(out_dir) / experiment

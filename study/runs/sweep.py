@@ -21,7 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from study.runs import rundir
+from study.runs import grouping, rundir
 from study.runs.hydra_private import sweep_jobs_of
 
 ORDER = ["completed", "skipped", "diverged", "failed", "damaged", "unfinished", "running elsewhere"]
@@ -52,7 +52,7 @@ def sweep_run_dirs(config: DictConfig) -> list[Path]:
     for job in sweep_jobs(config):
         values = dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o)
         seed = int(values.get("seed", config.seed))
-        members = int(values.get("ensemble", config.get("ensemble", 1)))
+        members = grouping.listed_members(values.get("ensemble", config.get("ensemble", 1)))
         dirs += rundir.job_run_dirs(config.out_dir, experiment, job, seed, members).values()
     return list(dict.fromkeys(dirs))  # overlapping ensembles (seed=0,1 ensemble=2) share runs
 
