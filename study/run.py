@@ -145,6 +145,7 @@ def precheck(argv: list[str]) -> dict[str, str]:
         sys.exit(0)
     if args.hydra_help or args.info or args.shell_completion or args.cfg:
         return {}
+    os.environ.pop(grouping.SWEEP_SEEDS_ENV, None)  # a sweep sets it again below, a run never
     parsed, choices = expand_sweeps(args.overrides)
     if {"tuned", "model"} <= {o.key_or_group for o in parsed}:
         sys.exit(
