@@ -20,9 +20,11 @@ from matplotlib.colors import TwoSlopeNorm
 from study.read.analysis import decay_ratio, success_rates
 from study.read.labels import NAMES
 
-CELL_ORDER = ["rnn", "lstm", "gru", "mingru", "minlstm", "lru"]
+CELL_ORDER = ["rnn", "lstm", "gru", "mingru", "minlstm", "lru", "block"]
 LINEAR = {"mingru", "minlstm", "lru"}  # the linear-recurrence cells (study/model/linear_cells.py)
 PALETTE = dict(zip(CELL_ORDER, sns.color_palette("tab10", len(CELL_ORDER))))  # one colour per cell
+PANELS = {"classic": "classic cells", "linear": "linear-recurrence cells",
+          "block": "cells in blocks"}  # fmt: skip
 
 
 def cells(values) -> list[str]:
@@ -108,8 +110,9 @@ def init_flow(flow: pd.DataFrame, runs: pd.DataFrame, weights: pd.DataFrame | No
     f = f[f.quantity == "grad_norm"].merge(runs[["path", "cell"]].rename(columns={"cell": "c"}))
     mean = f.groupby(["model", "c", "state", "lag"], as_index=False)["value"].mean()
     palette = model_colors(mean.rename(columns={"c": "cell"}))
-    panels = [("classic", mean[~mean.c.isin(LINEAR)]), ("linear", mean[mean.c.isin(LINEAR)])]
-    panels = [(name, d) for name, d in panels if len(d)]
+    classic = ~mean.c.isin(LINEAR) & (mean.c != "block")
+    panels = [("classic", mean[classic]), ("linear", mean[mean.c.isin(LINEAR)])]
+    panels = [(name, d) for name, d in panels + [("block", mean[mean.c == "block"])] if len(d)]
     fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 4.8), squeeze=False)
     bounds = {
         "RNN": ("h", "h", "sigma_max", "σ_max"),
@@ -119,9 +122,12 @@ def init_flow(flow: pd.DataFrame, runs: pd.DataFrame, weights: pd.DataFrame | No
         for (model, state), g in d.groupby(["model", "state"]):
             if (g.value[g.lag > 0] == 0).all():
                 continue  # a state no later step reads (the LRU's output h): nothing flows back
-            ls = {"h": "-", "c": ":", "s": "-."}.get(state, "--")
+            # the state's letter sets the style; a stack's layers (h1, s2) thin out with depth
+            letter, layer = state.rstrip("0123456789"), state[len(state.rstrip("0123456789")) :]
+            ls = {"h": "-", "c": ":", "s": "-."}.get(letter, "--")
+            lw = 1.6 if not layer else 2.2 / int(layer)
             ax.plot(
-                g.lag, g.value, ls, color=palette[model], label=f"{model}  ‖∂ℓ/∂{state}_t‖", lw=1.6
+                g.lag, g.value, ls, color=palette[model], label=f"{model}  ‖∂ℓ/∂{state}_t‖", lw=lw
             )
         for model, (block, state, stat, symbol) in bounds.items():
             line = d[(d.model == model) & (d.state == state)]
@@ -138,9 +144,7 @@ def init_flow(flow: pd.DataFrame, runs: pd.DataFrame, weights: pd.DataFrame | No
         ax.set_yscale("log")
         ax.set_xlabel("lag k = T-1-t (steps)")
         ax.set_ylabel("median gradient norm per example (log scale)")
-        ax.set_title(
-            "classic cells" if panel == "classic" else "linear-recurrence cells", fontsize=10
-        )
+        ax.set_title(PANELS[panel], fontsize=10)
         ax.legend(fontsize=7, loc="lower left", ncol=1)
     fig.suptitle("Gradient flow at initialisation: " + describe(runs), fontsize=10)
     fig.tight_layout()
@@ -280,13 +284,15 @@ def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, title: str = "Lea
 
 
 def flow_heatmaps(flow: pd.DataFrame, runs: pd.DataFrame):
-    """log10 median ‖∂ℓ/∂h_t‖ over (training step x position), one panel per cell (first seed)."""
-    f = _grad(flow)
+    """log10 median ‖∂ℓ/∂s_t‖ over (training step x position) of the state that carries memory
+    (h; the LRU's s; a stack's first layer's), one panel per cell (first seed)."""
     present = cells(runs.cell)
     fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.8), squeeze=False)
     for ax, cell in zip(axes[0], present):
-        path = runs[runs.cell == cell].sort_values("seed").path.iloc[0]
-        grid = f[f.path == path].pivot_table(index="step", columns="position", values="value")
+        run = runs[runs.cell == cell].sort_values("seed").iloc[0]
+        memory = run.get("memory") if isinstance(run.get("memory"), str) else "h"
+        f = _grad(flow, state=memory)
+        grid = f[f.path == run.path].pivot_table(index="step", columns="position", values="value")
         grid = np.log10(grid.clip(lower=1e-300))
         sns.heatmap(
             grid,
@@ -294,7 +300,7 @@ def flow_heatmaps(flow: pd.DataFrame, runs: pd.DataFrame):
             cmap="magma",
             vmin=max(-30.0, float(np.nanmin(grid.values))),  # from the data, at most 30 decades
             vmax=float(np.nanmax(grid.values)),
-            cbar_kws={"label": "log10 " + GRAD},
+            cbar_kws={"label": f"log10 median ‖∂ℓ/∂{memory}_t‖ per example"},
         )
         T = grid.shape[1]
         ax.set_xticks(
@@ -304,7 +310,7 @@ def flow_heatmaps(flow: pd.DataFrame, runs: pd.DataFrame):
         )
         ax.set_xlabel("position t (steps)")
         ax.set_ylabel("training step")
-        ax.set_title(name(cell))
+        ax.set_title(name(cell) if cell != "block" else run.model)
     fig.suptitle("Where the gradient reaches during training: " + describe(runs), fontsize=10)
     fig.tight_layout()
     return fig
