@@ -53,15 +53,30 @@ TABLE_FILE = "tables.zip"  # all of them: "<name>.parquet" each, in one stored z
 LEGACY_TABLES = {name: f"{name}.parquet" for name in TABLES}  # earlier versions: a file each
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the members' timestamp: the same tables give the same bytes
 FINISHED = ("completed", "diverged")  # statuses that a resumed sweep skips
-# The rows a run keeps are the ones the readers use: grad_flow's batch statistics (plus "value",
-# the one number per lag of the SNR rows) and evidence's quantities. The probes record only these
-# (study/probes/__init__.py); `compact` drops the rest from runs that earlier versions wrote.
+# The rows a run keeps are the ones the readers use: grad_flow's medians (plus "value", the one
+# number per lag of the SNR rows, and the means of MEAN_READ) and evidence's quantities.
+# write_tables writes only these (`kept`); `compact` drops the rest from earlier versions' runs.
 FLOW_STATS = ("mean", "median")
 EVIDENCE_QUANTITIES = ("input_grad",)
 KEEP = {  # table -> (column, values kept)
     "grad_flow": ("stat", (*FLOW_STATS, "value")),
     "evidence": ("quantity", EVIDENCE_QUANTITIES),
 }
+MEAN_READ = ("gate_mean",)  # the grad_flow quantities whose batch mean a reader draws (the
+# LSTM's forget gate in training_dynamics); every other one is read by its median only
+
+
+def kept(name: str, table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a run's table that are written: KEEP's, and of grad_flow's batch means only
+    those of MEAN_READ."""
+    if name not in KEEP or not len(table):
+        return table
+    column, values = KEEP[name]
+    keep = table[column].isin(values)
+    if name == "grad_flow":
+        keep &= (table["stat"] != "mean") | table["quantity"].isin(MEAN_READ)
+    return table[keep].reset_index(drop=True)
+
 
 # Config keys that do not change what a run computes, so they are neither in its run id nor in
 # its fingerprint. threads, device and ensemble change the order in which float sums are
@@ -254,7 +269,7 @@ def write_tables(run_dir: Path, tables: dict[str, pd.DataFrame]) -> None:
     any tables an earlier version left as files of their own; flushed again at each checkpoint
     so that a running run's partial curves can be read."""
     run_dir = Path(run_dir)
-    members = {f"{name}.parquet": parquet_bytes(frame) for name, frame in tables.items()}
+    members = {f"{name}.parquet": parquet_bytes(kept(name, t)) for name, t in tables.items()}
 
     def pack(path: Path) -> None:
         with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
@@ -308,11 +323,7 @@ def compact(run_dir: Path) -> str:
     if state not in FINISHED:
         return f"left alone: {state}"
     before = dict(info.get("checksums") or {})
-    tables = read_tables(run_dir)
-    for name, (column, kept) in KEEP.items():
-        if name in tables and len(tables[name]):
-            tables[name] = tables[name][tables[name][column].isin(kept)].reset_index(drop=True)
-    write_tables(run_dir, tables)
+    write_tables(run_dir, read_tables(run_dir))  # which keeps only the `kept` rows
     if before == {CONFIG: sha256(run_dir / CONFIG), TABLE_FILE: sha256(run_dir / TABLE_FILE)}:
         return "compact"
     info.pop("checksums", None)
