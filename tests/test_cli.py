@@ -56,7 +56,10 @@ def test_a_run_writes_a_complete_run_directory(tmp_path):
     flow = rundir.read_table(run_dir, "grad_flow")
     assert list(flow.columns) == ["step", "quantity", "state", "position", "lag", "stat", "value"]
     grad = flow[flow.quantity == "grad_norm"]
-    assert len(grad) == 3 * 1 * 10 * 2  # steps x states x positions x statistics (mean, median)
+    assert len(grad) == 3 * 1 * 10  # steps x states x positions, the median (rundir.kept)
+    assert set(grad.stat) == {"median"}
+    gates = flow[flow.quantity == "gate_mean"]  # the one batch mean a figure draws
+    assert set(gates.stat) == {"mean", "median"}
     assert (flow.lag == 9 - flow.position).all()
     assert set(flow.quantity) == {
         "grad_norm",
