@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -517,8 +518,10 @@ def test_an_out_dir_that_turns_read_only_mid_sweep_goes_on_to_the_summary(tmp_pa
     assert all(not ln.startswith("Error executing job") for ln in err.splitlines())
 
 
-def test_two_identical_sweeps_at_once_train_each_run_once(tmp_path, start):
-    args = ["-m", "model=rnn,gru,lstm", "seed=0,1", *TINY, "train.steps=30"]
+@pytest.mark.parametrize("ensemble", ["1", "auto"])  # auto: the RNN and GRU seeds stacked
+def test_two_identical_sweeps_at_once_train_each_run_once(tmp_path, start, ensemble):
+    args = ["-m", "model=rnn,gru,lstm", "seed=0,1", f"ensemble={ensemble}", *TINY]
+    args += ["train.steps=30"]
     a, b = start(*args, out=tmp_path), start(*args, out=tmp_path)
     errs = [p.communicate(timeout=300)[1] for p in (a, b)]
     assert a.returncode == 0 and b.returncode == 0, errs
@@ -613,6 +616,27 @@ def test_a_lock_left_by_another_host_says_whose_it_is_and_how_to_clear_it(tmp_pa
     text = proc.stdout + proc.stderr
     assert "running elsewhere: pid 1 on elsewhere-42" in text
     assert f"if that process is gone, delete {run / rundir.LOCK}" in text
+
+
+@pytest.mark.parametrize("holder", ["live process", "being written"])
+def test_a_run_another_sweep_has_locked_but_not_started_is_running_elsewhere(tmp_path, holder):
+    """A job locks every member of its ensemble before it writes their run.json: a sweep that
+    ends meanwhile reads those directories as running elsewhere, not missing (which fails it)."""
+    from study.runs.sweep import summarise
+
+    run = tmp_path / "default" / "seed=1"
+    run.mkdir(parents=True)
+    other = subprocess.Popen(["sleep", "60"])  # a live process on this host holds the lock
+    try:
+        lock = {"host": socket.gethostname(), "pid": other.pid} if holder == "live process" else ""
+        (run / rundir.LOCK).write_text(json.dumps(lock) if lock else "")
+        counts, named = summarise([run], token=None)
+    finally:
+        other.kill()
+        other.wait()
+    assert counts == {"running elsewhere": 1} and named["running elsewhere"] == [run.name]
+    (run / rundir.LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid}))
+    assert summarise([run], token=None)[0] == {"missing": 1}  # its holder gone: stale
 
 
 def test_a_deleted_run_json_is_named_in_the_summary(tmp_path):

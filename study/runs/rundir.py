@@ -445,9 +445,12 @@ class RunLock:
         return False
 
     def busy(self) -> bool:
-        """Whether a live process other than this one holds the lock."""
+        """Whether a live process other than this one holds the lock (or is writing it now:
+        a lock file without its holder yet, younger than 10 s, as `acquire` reads it)."""
         other = self.holder()
-        if other is None or other == {"host": socket.gethostname(), "pid": os.getpid()}:
+        if other is None:
+            return self.path.exists() and _age(self.path) < 10
+        if other == {"host": socket.gethostname(), "pid": os.getpid()}:
             return False
         return not _is_stale(other)
 

@@ -68,8 +68,12 @@ def summarise(dirs: list[Path], token: str | None) -> tuple[Counter, dict[str, l
         info = rundir.read_run_json(d) or {}
         if state in rundir.FINISHED and info.get("sweep") != token:
             state = "skipped"  # finished before this sweep, or by another one
+        elif state not in rundir.FINISHED and rundir.RunLock(d).busy():
+            # another sweep's job holds it: also before it wrote its first run.json (a job
+            # that trains an auto ensemble locks every member's directory first)
+            state = "running elsewhere"
         elif state == "running":
-            state = "running elsewhere" if rundir.RunLock(d).busy() else "unfinished"
+            state = "unfinished"
         counts[state] += 1
         if state in named:
             named[state].append(d.name)
