@@ -5,12 +5,13 @@ PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=2
 REFERENCE := init_ratio init_rnn_scale init_lstm_forget_bias memory_path lags_adding matched dynamics
 REFERENCE += study_adding study_adding_long study_lr study_copy hochreiter1997_adding
 REFERENCE += hochreiter1997_order
-# The causal test (docs/study.md section 7): its experiments run their seeds as ensembles of 5
-# by themselves (`ensemble: 5` in the experiment file). Measured with 2 workers: study_causal and
-# its floor at T = 100 and 200 about 68 minutes, T = 500 about 110 minutes (4.4 process-hours).
+# Every sweep groups its seeds into stacked ensembles where that pays (`ensemble=auto`, the
+# default: docs/sweeps.md). The causal test (docs/study.md section 7), measured with 2 workers
+# and ensembles of 5: study_causal and its floor at T = 100 and 200 about 68 minutes, T = 500
+# about 110 minutes (4.4 process-hours).
 REFERENCE += study_causal study_causal_floor study_causal_1997
 # How the learning-rate window moves with T (issue 30): study_lr's rates at T = 50, 100, 500 for
-# the five main cells, ensembles of 5 set in the experiment file.
+# the five main cells.
 REFERENCE += study_lr_lag
 # Success against T at each cell's own learning rate (conf/tuned/, issue 30).
 REFERENCE += study_tuned

@@ -90,11 +90,12 @@ def test_the_chrono_lstm_of_copy_memory_at_h128_gets_t_max_three_halves_of_t():
         base = compose(config_name="config", overrides=[name], return_hydra_config=True)
         jobs = sweep_jobs(base, [name])
         cfgs = [compose(config_name="config", overrides=job) for job in jobs]
-    assert sorted(c.task.length for c in cfgs) == [50, 100, 200]
+    assert sorted(c.task.length for c in cfgs) == [50] * 5 + [100] * 5 + [200] * 5
     for cfg in cfgs:
         assert cfg.model.chrono == 1.5 * cfg.task.length and cfg.model.cell == "lstm"
         assert cfg.model.hidden_size == 128 and cfg.train.optimizer.lr == 0.1
-        assert cfg.experiment_dir == "study_copy_wide" and cfg.ensemble == 5
+        assert cfg.experiment_dir == "study_copy_wide" and cfg.ensemble == "auto"
+    assert sorted(c.seed for c in cfgs) == sorted(list(range(5)) * 3)
 
 
 def test_the_tiny_study_runs_every_experiment_that_a_figure_reads():
@@ -128,7 +129,7 @@ def test_the_experiments_that_replaced_makefile_lines_find_their_committed_runs(
     lines, some cells alone) compose to the stored config of every committed run they name, and
     name runs that exist: `make reference` skips them."""
     from study.run import _compose, check_sweep_identity
-    from study.runs import rundir
+    from study.runs import grouping, rundir
     from study.runs.sweep import sweep_jobs
 
     out = f"out_dir={CONF.parent / 'results' / 'reference'}"
@@ -138,5 +139,6 @@ def test_the_experiments_that_replaced_makefile_lines_find_their_committed_runs(
     folder = rundir.experiment_folder(base.hydra.runtime.choices.experiment, base.experiment_dir)
     for job in sweep_jobs(base, overrides):
         seed = int(dict(o.split("=", 1) for o in job)["seed"])
-        for d in rundir.job_run_dirs(base.out_dir, folder, job, seed, base.ensemble).values():
+        members = grouping.listed_members(base.ensemble)
+        for d in rundir.job_run_dirs(base.out_dir, folder, job, seed, members).values():
             assert rundir.status(d) in rundir.FINISHED, d

@@ -41,6 +41,7 @@ def test_the_cells_stacked_on_the_cpu_are_those_the_committed_table_measured_a_g
     assert grouping.auto_size("rnn", None, "cpu") == grouping.AUTO_SIZE
     assert grouping.auto_size("lru", "glu", "cpu") == 1  # a stack of blocks: not measured
     assert grouping.auto_size("mypkg.Cell", None, "cpu") == 1  # a cell from outside
+    assert grouping.auto_size("rnn", None, "cpu", cut="hidden") == 1  # a cut: not measured
 
 
 def test_an_auto_sweep_stacks_what_pays_and_names_the_same_runs(tmp_path):
@@ -56,3 +57,16 @@ def test_an_auto_sweep_stacks_what_pays_and_names_the_same_runs(tmp_path):
                        **{("lstm", s): None for s in range(3)}}  # fmt: skip
     again = study_run(*args, "ensemble=1", out=tmp_path)  # the same runs: all skipped
     assert again.returncode == 0 and "sweep of 6 runs: 0 completed / 6 skipped" in again.stderr
+
+
+def test_an_auto_sweep_with_an_optimiser_that_couples_members_trains_each_seed_alone(tmp_path):
+    """Adafactor's factored moments would couple stacked members (study/runs/job.py ELEMENTWISE):
+    with ensemble=auto the RNN's seeds, stacked with Adam, each train alone, and nothing is
+    refused (ensemble=2 is refused, test_cli.py)."""
+    args = ["-m", "model=rnn", "seed=0,1", *TINY, "train.optimizer._target_=torch.optim.Adafactor"]
+    proc = study_run(*args, out=tmp_path)  # auto is the default
+    assert proc.returncode == 0, proc.stderr
+    assert "sweep of 2 runs: 2 completed" in proc.stderr
+    infos = [json.loads(p.read_text()) for p in (tmp_path / "default").glob("*/run.json")]
+    assert sorted(i["seed"] for i in infos) == [0, 1]
+    assert all(i.get("ensemble_seeds") is None for i in infos)

@@ -31,8 +31,10 @@ def test_an_ensemble_members_evaluations_go_to_its_own_log(tmp_path):
     assert proc.returncode == 0, proc.stderr
     logs = {p.parent.name: p.read_text() for p in tmp_path.rglob(rundir.LOG)}
     assert len(logs) == 2
-    for text in logs.values():  # three evaluations each, not six
+    for name, text in logs.items():  # three evaluations each, not six
         assert sum(" DEBUG " in ln for ln in text.splitlines()) == 3
+        finished = [ln for ln in text.splitlines() if " completed " in ln]
+        assert len(finished) == 1 and finished[0].split(" [")[0].endswith(name)  # its own line
 
 
 # Command-line tools print their tables; a notebook's `show` prints its note. Everything else logs.

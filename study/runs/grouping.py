@@ -25,14 +25,15 @@ has a stacked path (docs/speed.md: stacked members beat single runs one after an
 MIN_GAIN = 1.3  # stacking "pays" at this gain over single runs one after another
 
 
-def auto_size(cell: str, block, device: str) -> int:
+def auto_size(cell: str, block, device: str, cut=None) -> int:
     """How many seeds an auto ensemble of this model stacks: AUTO_SIZE where stacking pays on
-    this device, else 1 (a cell from outside or a stack of blocks: 1, nothing was measured)."""
+    this device, else 1 (a cell from outside, a stack of blocks or a gradient-path cut: 1,
+    nothing was measured)."""
     if device == "auto":
         import torch  # only here: the sweep's readers import this module without torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    pays = block is None and cell in STACKING_PAYS.get(device, ())
+    pays = block is None and cut is None and cell in STACKING_PAYS.get(device, ())
     return AUTO_SIZE if pays else 1
 
 

@@ -184,12 +184,18 @@ def check_ensemble_optimizer(cfg: DictConfig) -> None:
     """ensemble > 1 trains the members' parameters stacked: refuse an optimiser that would
     couple them, before anything is written."""
     target = str(cfg.train.optimizer.get("_target_"))
-    if cfg.ensemble != 1 and target.rpartition(".")[2] not in ELEMENTWISE:
+    if cfg.ensemble not in (1, grouping.AUTO) and not elementwise(cfg):  # auto: stacks only then
         allowed = ", ".join(sorted(ELEMENTWISE))
         raise ConfigError(
             f"train.optimizer._target_={target} with ensemble={cfg.ensemble}: the stacked members"
             f" need an elementwise optimiser, else their updates couple; allowed: {allowed}"
         )
+
+
+def elementwise(cfg: DictConfig) -> bool:
+    """Whether the optimiser updates each parameter element on its own (stacked members stay
+    apart)."""
+    return str(cfg.train.optimizer.get("_target_")).rpartition(".")[2] in ELEMENTWISE
 
 
 def check_optimizer(make_optimizer, model: SequenceModel, node: DictConfig) -> None:
@@ -282,7 +288,10 @@ def job_members(cfg: DictConfig) -> int | list[int]:
     (study/runs/grouping.py: [] where another job of the sweep trains them)."""
     if cfg.ensemble != grouping.AUTO:
         return int(cfg.ensemble)
-    size = grouping.auto_size(cfg.model.cell, cfg.model.get("block"), cfg.device)
+    model = cfg.model
+    size = grouping.auto_size(model.cell, model.get("block"), cfg.device, model.get("cut"))
+    if not elementwise(cfg):  # stacked members would couple through the optimiser: alone
+        size = 1
     return grouping.auto_members(cfg.seed, size, grouping.sweep_seeds())
 
 
@@ -417,7 +426,8 @@ def seal_run(out: Path, info: dict, rec, checkpoint: CheckpointFile) -> None:
     rundir.write_tables(out, rec.tables())
     rundir.seal(out, info | {"status": rec.status, **rec.final})
     checkpoint.remove()
-    log.info("%-9s %s%s", rec.status, out, rundir.sweep_progress())
+    # `seed`: an ensemble member's line goes to its own train.log only (run_logs)
+    log.info("%-9s %s%s", rec.status, out, rundir.sweep_progress(), extra={"seed": info["seed"]})
 
 
 def fail_runs(experiment, todo, outs, infos, e: BaseException, wall_time: float) -> None:
@@ -434,7 +444,9 @@ def fail_runs(experiment, todo, outs, infos, e: BaseException, wall_time: float)
         except OSError:
             pass  # the disk that failed the run may not take its run.json either
         where = f"cannot write {e.filename}: {e.strerror}" if disk else one_line(e)[:200]
-        log.error("FAILED %s/%s: %s%s", experiment, outs[seed].name, where, rundir.sweep_progress())
+        progress = rundir.sweep_progress()
+        log.error("FAILED %s/%s: %s%s", experiment, outs[seed].name, where, progress,
+                  extra={"seed": seed})  # fmt: skip
 
 
 class RunLog(logging.FileHandler):
